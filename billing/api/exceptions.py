@@ -10,6 +10,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from billing.errors import BillingError, InvalidTransition
+
 
 class ConflictError(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
@@ -39,7 +41,11 @@ def flatten_errors(detail, prefix: str = "") -> dict[str, list[str]]:
 
 
 def api_exception_handler(exc, context):
-    if isinstance(exc, DjangoValidationError):
+    if isinstance(exc, InvalidTransition):
+        exc = ConflictError(detail=exc.message, code=exc.code)
+    elif isinstance(exc, BillingError):
+        exc = exceptions.ValidationError(detail={exc.field or "non_field_errors": [exc.message]})
+    elif isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(detail=detail)
     elif isinstance(exc, Http404):
