@@ -109,6 +109,10 @@ class PlanVersion(TimestampedModel):
 
     class Meta:
         ordering = ["plan", "-version"]
+        permissions = [
+            ("publish_planversion", "Can publish plan versions"),
+            ("archive_planversion", "Can archive plan versions"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["plan", "version"], name="plan_version_unique"),
             models.CheckConstraint(condition=Q(base_fee__gte=0), name="plan_version_base_fee_not_negative"),
@@ -291,6 +295,7 @@ class Contract(TimestampedModel):
 
     class Meta:
         ordering = ["-start_date", "reference"]
+        permissions = [("manage_contract_lifecycle", "Can renew and cancel contracts")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(end_date__isnull=True) | Q(end_date__gt=F("start_date")), name="contract_dates_ordered"
@@ -447,6 +452,9 @@ class Subscription(TimestampedModel):
 
     class Meta:
         ordering = ["-start_date", "external_id"]
+        permissions = [
+            ("manage_subscription_lifecycle", "Can pause, resume, cancel, renew and change subscriptions"),
+        ]
         indexes = [models.Index(fields=["customer", "status"]), models.Index(fields=["status", "end_date"])]
         constraints = [
             models.CheckConstraint(condition=Q(quantity__gt=0), name="subscription_quantity_positive"),
@@ -466,7 +474,9 @@ class Subscription(TimestampedModel):
                 name="subscription_end_after_start",
             ),
             models.CheckConstraint(
-                condition=Q(status="paused", paused_on__isnull=False) | (~Q(status="paused") & Q(paused_on__isnull=True)),
+                condition=(
+                    Q(status="paused", paused_on__isnull=False) | (~Q(status="paused") & Q(paused_on__isnull=True))
+                ),
                 name="subscription_paused_on_iff_paused",
             ),
         ]
@@ -495,7 +505,7 @@ class SubscriptionPhase(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.subscription_id}: {self.plan_version} × {self.quantity} from {self.start_date}"
+        return f"{self.subscription_id}: {self.plan_version} x {self.quantity} from {self.start_date}"
 
 
 class SubscriptionChange(models.Model):
@@ -524,8 +534,12 @@ class SubscriptionChange(models.Model):
     effective_date = models.DateField()
     from_status = models.CharField(max_length=10, blank=True)
     to_status = models.CharField(max_length=10, blank=True)
-    from_plan_version = models.ForeignKey(PlanVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    to_plan_version = models.ForeignKey(PlanVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    from_plan_version = models.ForeignKey(
+        PlanVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    to_plan_version = models.ForeignKey(
+        PlanVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     from_quantity = models.DecimalField(**QUANTITY_DIGITS, null=True, blank=True)
     to_quantity = models.DecimalField(**QUANTITY_DIGITS, null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)

@@ -63,7 +63,9 @@ def validate_anchor(interval: str, anchor: str, bill_cycle_day: int | None) -> N
         raise ValueError("A bill-cycle day is only used with the day-of-month anchor.")
 
 
-def _grid_period(day: date, interval: str, anchor: str, start_date: date, bill_cycle_day: int | None) -> tuple[date, date]:
+def _grid_period(
+    day: date, interval: str, anchor: str, start_date: date, bill_cycle_day: int | None
+) -> tuple[date, date]:
     """The full grid period [start, end) that contains `day`."""
     if interval == "week":
         # Calendar weeks start on Monday (ISO 8601); anniversary weeks on the start date's weekday.
