@@ -13,11 +13,28 @@ MAX_HIERARCHY_DEPTH = 10
 CUSTOMER_IMMUTABLE_FIELDS = ("external_id",)
 
 
-def _apply(instance: Any, fields: dict[str, Any]) -> None:
+def _apply(instance: Any, fields: dict[str, Any]) -> dict[str, list[str]]:
+    known = {f.name for f in instance._meta.concrete_fields} | {f.attname for f in instance._meta.concrete_fields}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValidationError({name: ["Unknown field."] for name in unknown})
+    errors: dict[str, list[str]] = {}
     for name, value in fields.items():
-        if not hasattr(instance, name) and not name.endswith("_id"):
-            raise ValidationError({name: ["Unknown field."]})
-        setattr(instance, name, value)
+        try:
+            setattr(instance, name, value)
+        except ValidationError as exc:  # some fields (the timezone) check their value on assignment
+            errors[name] = exc.messages
+    return errors
+
+
+def _full_clean(instance: Any, errors: dict[str, list[str]]) -> None:
+    """Model validation of every field not already refused, reported together with those that were."""
+    try:
+        instance.full_clean(exclude=list(errors))
+    except ValidationError as exc:
+        errors = {**exc.message_dict, **errors}
+    if errors:
+        raise ValidationError(errors)
 
 
 def _record_actor(instance: Any, actor: Actor) -> None:
@@ -28,8 +45,7 @@ def _record_actor(instance: Any, actor: Actor) -> None:
 
 def create_billing_entity(*, actor: Actor, **fields: Any) -> BillingEntity:
     entity = BillingEntity()
-    _apply(entity, fields)
-    entity.full_clean()
+    _full_clean(entity, _apply(entity, fields))
     _record_actor(entity, actor)
     entity.save()
     return entity
@@ -38,8 +54,7 @@ def create_billing_entity(*, actor: Actor, **fields: Any) -> BillingEntity:
 def update_billing_entity(entity: BillingEntity, *, actor: Actor, **fields: Any) -> BillingEntity:
     with transaction.atomic():
         entity = BillingEntity.objects.select_for_update().get(pk=entity.pk)
-        _apply(entity, fields)
-        entity.full_clean()
+        _full_clean(entity, _apply(entity, fields))
         _record_actor(entity, actor)
         entity.save()
     return entity
@@ -93,13 +108,13 @@ def _hierarchy_errors(customer: Customer) -> dict[str, list[str]]:
 
 def create_customer(*, actor: Actor, contacts: list[dict[str, Any]] | None = None, **fields: Any) -> Customer:
     customer = Customer()
-    _apply(customer, fields)
+    errors = _apply(customer, fields)
     if not customer.currency and customer.billing_entity_id:
         customer.currency = customer.billing_entity.default_currency
     if not customer.legal_name:
         customer.legal_name = customer.name
     with transaction.atomic():
-        customer.full_clean()
+        _full_clean(customer, errors)
         if customer.parent_id is not None:
             # Lock the parent so a concurrent edit of the hierarchy sees this child.
             Customer.objects.select_for_update().filter(pk=customer.parent_id).first()
@@ -119,8 +134,7 @@ def update_customer(customer: Customer, *, actor: Actor, **fields: Any) -> Custo
                 raise ValidationError({name: ["The external id is the integrations' key and cannot change."]})
         if "currency" in fields and fields["currency"] != locked.currency and locked.subscriptions.exists():
             raise ValidationError({"currency": ["A customer with subscriptions cannot change currency."]})
-        _apply(locked, fields)
-        locked.full_clean()
+        _full_clean(locked, _apply(locked, fields))
         _validate_customer(locked)
         _record_actor(locked, actor)
         locked.save()
@@ -143,7 +157,6 @@ def archive_customer(customer: Customer, *, actor: Actor) -> Customer:
 
 def add_contact(customer: Customer, *, actor: Actor, **fields: Any) -> Contact:
     contact = Contact(customer=customer)
-    _apply(contact, fields)
-    contact.full_clean()
+    _full_clean(contact, _apply(contact, fields))
     contact.save()
     return contact

@@ -56,7 +56,7 @@ class CustomerFactory(factory.django.DjangoModelFactory):
     external_id = factory.Sequence(lambda n: f"cus_{n:05d}")
     name = factory.Sequence(lambda n: f"Customer {n}")
     legal_name = factory.LazyAttribute(lambda c: f"{c.name} LLC")
-    billing_emails = factory.LazyAttribute(lambda c: [f"ap@{c.external_id}.example.test"])
+    billing_emails = factory.LazyAttribute(lambda c: [f"ap@{c.external_id.replace('_', '-')}.example.test"])
     country = "US"
     currency = factory.LazyAttribute(lambda c: str(c.billing_entity.default_currency))
     timezone = "America/New_York"

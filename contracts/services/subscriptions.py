@@ -185,6 +185,9 @@ def create_subscription(
     A start in the future makes a pending subscription; a start in the past is allowed (backfills) and
     the changes that would have happened since are applied at once.
     """
+    # Decide on the stored state, not on what the caller may have read earlier.
+    customer = Customer.objects.select_related("billing_entity").get(pk=customer.pk)
+    plan_version = PlanVersion.objects.select_related("plan").get(pk=plan_version.pk)
     today = customer_today(customer, now)
     start = start_date or today
     plan = plan_version.plan
@@ -289,6 +292,7 @@ def change_plan(
         subscription = _lock(subscription)
         _check_transition(subscription, A.CHANGE_PLAN)
         old = subscription.plan_version
+        plan_version = PlanVersion.objects.select_related("plan").get(pk=plan_version.pk)
         if plan_version.status != PlanVersion.Status.PUBLISHED:
             raise ValidationError({"plan_version": [f"{plan_version} is {plan_version.status}; publish it first."]})
         if plan_version.pk == old.pk:
