@@ -1,5 +1,6 @@
 """Billing periods, hand-computed."""
 
+import itertools
 from datetime import date
 
 import pytest
@@ -36,8 +37,12 @@ def test_anniversary_days_29_to_31_in_february_of_a_common_year(start_day):
 
 def test_bill_cycle_day_gives_a_prorated_first_period_up_to_it():
     kw = {"interval": "month", "anchor": "day_of_month", "start_date": date(2024, 1, 10), "bill_cycle_day": 15}
-    assert period(date(2024, 1, 12), **kw) == (date(2024, 1, 10), date(2024, 1, 15), date(2023, 12, 15), date(2024, 1, 15))
-    assert period(date(2024, 1, 15), **kw) == (date(2024, 1, 15), date(2024, 2, 15), date(2024, 1, 15), date(2024, 2, 15))
+    assert period(date(2024, 1, 12), **kw) == (
+        date(2024, 1, 10), date(2024, 1, 15), date(2023, 12, 15), date(2024, 1, 15)
+    )
+    assert period(date(2024, 1, 15), **kw) == (
+        date(2024, 1, 15), date(2024, 2, 15), date(2024, 1, 15), date(2024, 2, 15)
+    )
 
 
 def test_bill_cycle_day_31_is_clamped_each_month():
@@ -91,7 +96,7 @@ def test_periods_tile_the_life_of_a_subscription(start, span, interval, anchor, 
     end = start + timedelta(days=span)
     periods = periods_between(start, end, **kw, end_date=end)
     assert periods[0].start == start and periods[-1].end == end
-    for a, b in zip(periods, periods[1:], strict=False):
+    for a, b in itertools.pairwise(periods):
         assert a.end == b.start
     for p in periods:
         assert p.full_start <= p.start < p.end <= p.full_end
