@@ -44,7 +44,9 @@ def test_package_and_percentage():
     assert "package_size" in errors_of("package", {"package_size": "0", "package_price": "5"})
     ok = validate_charge_properties("percentage", {"rate": "2.9", "fixed_fee": "0.30", "free_units_per_events": 3})
     assert ok["rate"] == "2.9" and ok["free_units_per_events"] == 3
-    errors = errors_of("percentage", {"rate": "1", "per_transaction_min_amount": "5", "per_transaction_max_amount": "1"})
+    errors = errors_of(
+        "percentage", {"rate": "1", "per_transaction_min_amount": "5", "per_transaction_max_amount": "1"}
+    )
     assert "per_transaction_max_amount" in errors
     assert "free_units_per_events" in errors_of("percentage", {"rate": "1", "free_units_per_events": -1})
 
