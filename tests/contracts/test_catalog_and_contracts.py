@@ -195,3 +195,23 @@ def test_plan_history_records_who_changed_prices(actor):
     record = version.history.latest()
     assert record.history_change_reason == "system:tests"
     assert record.base_fee == Money(75, "USD")
+
+
+def test_meters_validate_and_keep_their_definition_once_billed(actor):
+    from usage.services import create_meter, update_meter
+
+    with pytest.raises(ValidationError) as info:
+        create_meter(actor=actor, code="gb", name="GB", aggregation="sum", filters={"region": []},
+                     group_by="region")
+    assert {"field_name", "filters.region", "group_by"} <= set(info.value.message_dict)
+    with pytest.raises(ValidationError, match="reads no property"):
+        create_meter(actor=actor, code="calls", name="Calls", aggregation="count", field_name="x")
+    meter = create_meter(actor=actor, code="storage", name="Storage", aggregation="weighted_sum", field_name="gb",
+                         carries_over=True)
+    assert update_meter(meter, actor=actor, aggregation="max").aggregation == "max"  # not billed yet
+    ChargeFactory(meter=meter)
+    with pytest.raises(ValidationError, match="create a new meter"):
+        update_meter(meter, actor=actor, aggregation="sum")
+    assert update_meter(meter, actor=actor, name="Storage (GB-months)").name == "Storage (GB-months)"
+    with pytest.raises(ValidationError):
+        create_meter(actor=actor, code="seats", name="Seats", aggregation="count", carries_over=True)
