@@ -249,14 +249,16 @@ class Coupon(TimestampedModel):
         constraints = [
             models.CheckConstraint(
                 condition=(
-                    Q(discount_type="percentage", percent_off__gt=0, percent_off__lte=100, amount_off__isnull=True)
-                    | Q(discount_type="fixed", amount_off__gt=0, percent_off__isnull=True)
+                    # Explicit not-null tests: a CHECK passes when its condition is NULL.
+                    Q(discount_type="percentage", percent_off__isnull=False, percent_off__gt=0, percent_off__lte=100,
+                      amount_off__isnull=True)
+                    | Q(discount_type="fixed", amount_off__isnull=False, amount_off__gt=0, percent_off__isnull=True)
                 ),
                 name="coupon_discount_matches_type",
             ),
             models.CheckConstraint(
                 condition=(
-                    Q(duration="repeating", duration_periods__gt=0)
+                    Q(duration="repeating", duration_periods__isnull=False, duration_periods__gt=0)
                     | (~Q(duration="repeating") & Q(duration_periods__isnull=True))
                 ),
                 name="coupon_periods_only_when_repeating",
@@ -344,8 +346,10 @@ class ContractPrice(TimestampedModel):
         constraints = [
             models.CheckConstraint(
                 condition=(
-                    Q(target="base_fee", charge__isnull=True, fixed_charge__isnull=True, amount__gte=0)
-                    | Q(target="fixed_charge", charge__isnull=True, fixed_charge__isnull=False, amount__gte=0)
+                    Q(target="base_fee", charge__isnull=True, fixed_charge__isnull=True, amount__isnull=False,
+                      amount__gte=0)
+                    | Q(target="fixed_charge", charge__isnull=True, fixed_charge__isnull=False, amount__isnull=False,
+                        amount__gte=0)
                     | (
                         Q(target="charge", charge__isnull=False, fixed_charge__isnull=True, amount__isnull=True)
                         & ~Q(charge_model="")
@@ -460,7 +464,8 @@ class Subscription(TimestampedModel):
             models.CheckConstraint(condition=Q(quantity__gt=0), name="subscription_quantity_positive"),
             models.CheckConstraint(
                 condition=(
-                    Q(billing_anchor="day_of_month", bill_cycle_day__gte=1, bill_cycle_day__lte=31)
+                    Q(billing_anchor="day_of_month", bill_cycle_day__isnull=False, bill_cycle_day__gte=1,
+                      bill_cycle_day__lte=31)
                     | (~Q(billing_anchor="day_of_month") & Q(bill_cycle_day__isnull=True))
                 ),
                 name="subscription_cycle_day_only_for_day_anchor",

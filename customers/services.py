@@ -60,7 +60,8 @@ def update_billing_entity(entity: BillingEntity, *, actor: Actor, **fields: Any)
     return entity
 
 
-def _validate_customer(customer: Customer) -> None:
+def _customer_rule_errors(customer: Customer) -> dict[str, list[str]]:
+    """Business rules, checked before model validation so that their messages name the field at fault."""
     errors: dict[str, list[str]] = {}
     emails = customer.billing_emails
     if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
@@ -81,8 +82,7 @@ def _validate_customer(customer: Customer) -> None:
         errors["invoice_to_parent"] = ["Only a customer with a parent can be invoiced to it."]
     if customer.parent_id is not None:
         errors.update(_hierarchy_errors(customer))
-    if errors:
-        raise ValidationError(errors)
+    return errors
 
 
 def _hierarchy_errors(customer: Customer) -> dict[str, list[str]]:
@@ -114,11 +114,10 @@ def create_customer(*, actor: Actor, contacts: list[dict[str, Any]] | None = Non
     if not customer.legal_name:
         customer.legal_name = customer.name
     with transaction.atomic():
-        _full_clean(customer, errors)
         if customer.parent_id is not None:
             # Lock the parent so a concurrent edit of the hierarchy sees this child.
             Customer.objects.select_for_update().filter(pk=customer.parent_id).first()
-        _validate_customer(customer)
+        _full_clean(customer, {**_customer_rule_errors(customer), **errors})
         _record_actor(customer, actor)
         customer.save()
         for contact in contacts or []:
@@ -134,8 +133,8 @@ def update_customer(customer: Customer, *, actor: Actor, **fields: Any) -> Custo
                 raise ValidationError({name: ["The external id is the integrations' key and cannot change."]})
         if "currency" in fields and fields["currency"] != locked.currency and locked.subscriptions.exists():
             raise ValidationError({"currency": ["A customer with subscriptions cannot change currency."]})
-        _full_clean(locked, _apply(locked, fields))
-        _validate_customer(locked)
+        errors = _apply(locked, fields)
+        _full_clean(locked, {**_customer_rule_errors(locked), **errors})
         _record_actor(locked, actor)
         locked.save()
     return locked

@@ -234,7 +234,9 @@ def renew_contract(contract: Contract, *, actor: Actor, now: datetime) -> Contra
         return renew_contract_locked(contract, actor=actor, now=now)
 
 
-def renew_contract_locked(contract: Contract, *, actor: Actor, now: datetime) -> Contract:
+def renew_contract_locked(
+    contract: Contract, *, actor: Actor, now: datetime, triggered_by: SubscriptionChange | None = None
+) -> Contract:
     """Extend the term by the renewal term; with an uplift, every price in force at the end of the old term
     continues from the renewal date raised by the uplift. Live subscriptions ending with the term follow it.
     Must run inside a transaction."""
@@ -259,10 +261,16 @@ def renew_contract_locked(contract: Contract, *, actor: Actor, now: datetime) ->
     for subscription in subscriptions:
         subscription.contract = contract
         _extend_term(subscription, actor=actor, now=now, new_end_date=new_end)
+        details = {"old_end_date": old_end.isoformat(), "new_end_date": new_end.isoformat(),
+                   "contract": contract.reference, "uplift_percent": str(contract.renewal_uplift_percent)}
+        if triggered_by is not None and triggered_by.subscription_id == subscription.pk:
+            # The scheduled renewal that set this off is this subscription's record of it.
+            triggered_by.details = {**triggered_by.details, **details}
+            triggered_by.save(update_fields=["details"])
+            continue
         _record(subscription, SubscriptionChange.Action.RENEW, actor=actor, now=now,
                 effective_date=old_end, from_status=subscription.status, to_status=subscription.status,
-                details={"old_end_date": old_end.isoformat(), "new_end_date": new_end.isoformat(),
-                         "contract": contract.reference, "uplift_percent": str(contract.renewal_uplift_percent)})
+                details=details)
     return contract
 
 

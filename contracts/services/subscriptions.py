@@ -38,8 +38,8 @@ LIVE_STATUSES = (S.PENDING, S.TRIALING, S.ACTIVE, S.PAUSED)
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     A.ACTIVATE: (S.PENDING,),
     A.END_TRIAL: (S.TRIALING, S.PAUSED),
-    A.CHANGE_PLAN: (S.PENDING, S.TRIALING, S.ACTIVE),
-    A.CHANGE_QUANTITY: (S.PENDING, S.TRIALING, S.ACTIVE),
+    A.CHANGE_PLAN: (S.PENDING, S.TRIALING, S.ACTIVE, S.PAUSED),
+    A.CHANGE_QUANTITY: (S.PENDING, S.TRIALING, S.ACTIVE, S.PAUSED),
     A.PAUSE: (S.TRIALING, S.ACTIVE),
     A.RESUME: (S.PAUSED,),
     A.CANCEL: (S.PENDING, S.TRIALING, S.ACTIVE, S.PAUSED),
@@ -481,19 +481,11 @@ def revoke_scheduled_change(change: SubscriptionChange, *, actor: Actor, now: da
     return change
 
 
-# Scheduled changes still apply to a subscription paused since they were scheduled.
-APPLY_FROM: dict[str, tuple[str, ...]] = {
-    **ALLOWED_FROM,
-    A.CHANGE_PLAN: (S.TRIALING, S.ACTIVE, S.PAUSED),
-    A.CHANGE_QUANTITY: (S.TRIALING, S.ACTIVE, S.PAUSED),
-}
-
-
 def _apply_change(subscription: Subscription, change: SubscriptionChange, *, actor: Actor, now: datetime) -> None:
     """Apply one due scheduled change to a locked subscription, or revoke it if it no longer can apply."""
     action, day = change.action, change.effective_date
     before = subscription.status
-    if before not in APPLY_FROM[action]:
+    if before not in ALLOWED_FROM[action]:
         change.status = SubscriptionChange.Status.REVOKED
         change.details = {**change.details, "revoked_because": f"not applicable to a {before} subscription"}
         change.save(update_fields=["status", "details"])
@@ -502,13 +494,14 @@ def _apply_change(subscription: Subscription, change: SubscriptionChange, *, act
     change.status = SubscriptionChange.Status.APPLIED
     change.applied_at = now
     change.from_status = before
-    change.save(update_fields=["status", "applied_at", "from_status"])
+    change.details = {**change.details, "applied_by": actor.label}
+    change.save(update_fields=["status", "applied_at", "from_status", "details"])
 
     contract = subscription.contract
     if action == A.RENEW and contract is not None and contract.auto_renew:
         from contracts.services.contracts import renew_contract_locked
 
-        renew_contract_locked(contract, actor=actor, now=now)
+        renew_contract_locked(contract, actor=actor, now=now, triggered_by=change)
         subscription.refresh_from_db()
     elif action in (A.END, A.RENEW):  # a renewal whose contract no longer auto-renews ends instead
         _end_service(subscription, day, S.ENDED, actor=actor, now=now)

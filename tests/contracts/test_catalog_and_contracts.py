@@ -215,3 +215,20 @@ def test_meters_validate_and_keep_their_definition_once_billed(actor):
     assert update_meter(meter, actor=actor, name="Storage (GB-months)").name == "Storage (GB-months)"
     with pytest.raises(ValidationError):
         create_meter(actor=actor, code="seats", name="Seats", aggregation="count", carries_over=True)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"discount_type": "percentage", "percent_off": None},
+        {"discount_type": "fixed", "percent_off": None, "amount_off": None},
+        {"discount_type": "percentage", "percent_off": 10, "duration": "repeating", "duration_periods": None},
+    ],
+)
+def test_the_database_refuses_coupons_missing_their_amount(fields):
+    from django.db import IntegrityError, transaction
+
+    from contracts.models import Coupon
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Coupon.objects.create(code="BROKEN", name="Broken", **fields)

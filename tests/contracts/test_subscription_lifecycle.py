@@ -361,3 +361,31 @@ def test_published_plan_change_needs_a_published_target(customer, plans, actor, 
         subs.change_plan(sub, draft, actor=actor, now=now)
     with pytest.raises(ValidationError, match="already on this plan version"):
         subs.change_plan(sub, plans["basic"], actor=actor, now=now)
+
+
+def test_auto_renewal_is_recorded_once_per_subscription_with_who_applied_it(customer, plans, actor, now):
+    contract = create_contract(
+        customer=customer, reference="CT-R", start_date=date(2024, 1, 1), end_date=date(2025, 1, 1), actor=actor,
+        auto_renew=True, renewal_term_months=12,
+    )
+    first = create(customer, plans, actor, now, contract=contract, start_date=date(2024, 1, 1))
+    second = create(customer, plans, actor, now, contract=contract, start_date=date(2024, 1, 1),
+                    plan_version=plans["premium"])
+    subs.apply_due_changes(now=at(2025, 1, 1))
+    for sub in (first, second):
+        renewals = sub.changes.filter(action=A.RENEW, status="applied")
+        assert renewals.count() == 1
+        assert renewals.get().details["new_end_date"] == "2026-01-01"
+    assert first.changes.get(action=A.RENEW, status="applied").details["applied_by"] == "system:apply_due_changes"
+
+
+def test_a_paused_subscription_can_change_plan_and_be_migrated(customer, plans, actor, now):
+    sub = create(customer, plans, actor, now, start_date=date(2024, 1, 1))
+    subs.pause_subscription(sub, actor=actor, now=now)
+    from contracts.services.catalog import migrate_subscriptions
+
+    newer = PlanVersionFactory(plan=plans["basic"].plan, base_fee=Money(Decimal("90"), "USD"))
+    assert migrate_subscriptions(plans["basic"], newer, actor=actor, now=now) == 1
+    subs.apply_due_changes(now=at(2024, 2, 1))
+    sub.refresh_from_db()
+    assert (sub.status, sub.plan_version) == (S.PAUSED, newer)
