@@ -89,6 +89,7 @@ class Customer(PostalAddress, TimestampedModel):
     class Meta:
         ordering = ["name"]
         indexes = [models.Index(fields=["billing_entity", "name"])]
+        permissions = [("archive_customer", "Can archive customers")]
         constraints = [
             models.CheckConstraint(condition=~Q(parent=F("id")), name="customer_not_own_parent"),
             models.CheckConstraint(
