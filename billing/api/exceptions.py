@@ -3,8 +3,13 @@
     {"error": {"code": "validation_error", "message": "...", "fields": {"name": ["..."], "tiers[1].up_to": ["..."]}}}
 """
 
-from django.core.exceptions import PermissionDenied
+import logging
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DataError, IntegrityError
+from django.db.models import ProtectedError, RestrictedError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -12,11 +17,23 @@ from rest_framework.views import exception_handler
 
 from billing.errors import BillingError, InvalidTransition
 
+logger = logging.getLogger(__name__)
+
 
 class ConflictError(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_code = "conflict"
     default_detail = "The request conflicts with the current state."
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+    default_detail = "The request body is too large."
+
+
+def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict:
+    return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
 
 def flatten_errors(detail, prefix: str = "") -> dict[str, list[str]]:
@@ -46,26 +63,36 @@ def api_exception_handler(exc, context):
     elif isinstance(exc, BillingError):
         exc = exceptions.ValidationError(detail={exc.field or "non_field_errors": [exc.message]})
     elif isinstance(exc, DjangoValidationError):
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        if hasattr(exc, "error_dict"):
+            detail = {(k if k != "__all__" else "non_field_errors"): v for k, v in exc.message_dict.items()}
+        else:
+            detail = {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(detail=detail)
+    elif isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge(f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, ProtectedError | RestrictedError):
+        exc = ConflictError("Other records still refer to this one, so it cannot be deleted.", code="in_use")
+    elif isinstance(exc, DataError):
+        # A value the database cannot store (out of range, too long) that validation let through.
+        logger.warning("API request refused by the database as invalid data: %s", exc)
+        exc = exceptions.ValidationError({"non_field_errors": ["A value is out of range or too long to store."]})
+    elif isinstance(exc, IntegrityError):
+        # A uniqueness or consistency rule enforced by the database, typically a concurrent duplicate;
+        # validation catches the ordinary cases with field-level messages first.
+        logger.warning("API request refused by a database constraint: %s", exc)
+        exc = ConflictError("The request conflicts with existing data (e.g. a duplicate).", code="conflict")
 
     response = exception_handler(exc, context)
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):
-        body = {
-            "error": {
-                "code": "validation_error",
-                "message": "The request has invalid fields.",
-                "fields": flatten_errors(exc.detail),
-            }
-        }
+        body = error_body("validation_error", "The request has invalid fields.", flatten_errors(exc.detail))
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
-        body = {"error": {"code": code if isinstance(code, str) else "error", "message": str(detail), "fields": {}}}
+        body = error_body(code if isinstance(code, str) else "error", str(detail))
     return Response(body, status=response.status_code, headers=dict(response.items()))
