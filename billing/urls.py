@@ -1,9 +1,22 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from billing.api.views import CODE_REGEX
+from usage.ingest_views import EventBatchView, EventView
+from usage.usage_views import CustomerUsageView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Usage ingestion: plain fast views (usage/ingest_views.py), ahead of the API's catch-all 404.
+    path("api/v1/events", EventView.as_view(), name="usage-events"),
+    path("api/v1/events/batch", EventBatchView.as_view(), name="usage-events-batch"),
+    # Current-period usage (usage/usage_views.py): the usage app sits above customers, so it is routed here.
+    re_path(
+        rf"^api/v1/customers/(?P<customer_external_id>{CODE_REGEX})/usage$",
+        CustomerUsageView.as_view(),
+        name="customer-usage",
+    ),
     path("api/v1/", include("billing.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

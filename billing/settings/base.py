@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "djmoney",
     "django_countries",
     "django_celery_beat",
@@ -106,7 +107,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Project-wide static files, when there are any (an empty folder is not kept by git).
+STATICFILES_DIRS = [path for path in [BASE_DIR / "static"] if path.is_dir()]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 
@@ -128,15 +130,18 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
-    for _folder in ("queue", "processed"):
+    for _folder in ("queue", "processed", "control"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),  # exchange tables (default: ./control)
         "store_processed": False,
     }
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=None) or None
+if CELERY_RESULT_BACKEND is None:
+    CELERY_RESULT_EXPIRES = None  # no results are stored, so beat needs no nightly "backend_cleanup" task
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
@@ -156,23 +161,61 @@ REST_FRAMEWORK = {
         "rest_framework.filters.OrderingFilter",
         "rest_framework.filters.SearchFilter",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "billing.api.schema.AccrualAutoSchema",
     "EXCEPTION_HANDLER": "billing.api.exceptions.api_exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["billing.api.throttling.APIKeyRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"api_key": env.str("API_THROTTLE_RATE", default="6000/min")},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["billing.api.parsers.StrictJSONParser"],
     "COERCE_DECIMAL_TO_STRING": True,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Accrual API",
-    "DESCRIPTION": "Billing and revenue recognition back office. Authenticate with `Authorization: Api-Key <key>`.",
+    "DESCRIPTION": (
+        "Billing and revenue recognition back office.\n\n"
+        "**Authentication**: `Authorization: Api-Key <key>` on every request; keys are created in the admin. "
+        "A read-only key gets 403 on writes.\n\n"
+        "**Resources** are addressed by their natural keys: customers and subscriptions by `external_id`, "
+        "plans, products, features, meters, coupons and billing entities by `code`, contracts by `reference`, "
+        "plan versions by number. Paths have no trailing slash.\n\n"
+        '**Money** is always `{"amount": "100.00", "currency": "USD"}`: the amount a decimal string (send a '
+        "string or a number; it is never read as a binary float), up to 12 decimals for unit prices. "
+        "Quantities and percentages are decimal strings.\n\n"
+        "**Errors** share one shape for every 4xx: "
+        '`{"error": {"code": "validation_error", "message": "...", "fields": {"properties.tiers[1].up_to": '
+        '["..."]}}}`; `fields` names each invalid input by its path. Unknown fields are refused. An action that '
+        "the object's state does not allow is a 409 `invalid_transition`.\n\n"
+        "**Retries**: send `Idempotency-Key: <unique value>` on writes; a repeat with the same key and body "
+        "gets the first response again (header `Idempotent-Replayed: true`) for 24 hours, the same key with "
+        "another body a 409.\n\n"
+        "**Lists** are paginated with `page` and `page_size` (at most 500), filtered by the documented query "
+        "parameters, searched with `search` and sorted with `ordering` (`-` for descending)."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # 3.1: a nullable reference (e.g. an optional Money) is expressible exactly, which 3.0's `nullable` is not.
+    "OAS_VERSION": "3.1.0",
+    "COMPONENT_NO_READ_ONLY_REQUIRED": False,
+    "ENUM_NAME_OVERRIDES": {
+        "CustomerKindEnum": "customers.models.Customer.Kind",
+        "CustomerStatusEnum": "customers.models.Customer.Status",
+        "FeatureKindEnum": "contracts.models.Feature.Kind",
+        "CommitmentKindEnum": "contracts.models.ContractCommitment.Kind",
+        "BillingTimingEnum": "contracts.models.BillingTiming",
+        "PlanVersionStatusEnum": "contracts.models.PlanVersion.Status",
+        "ContractStatusEnum": "contracts.models.Contract.Status",
+        "NewContractStatusEnum": "contracts.api.NEW_CONTRACT_STATUSES",
+        "SubscriptionStatusEnum": "contracts.models.Subscription.Status",
+        "SubscriptionChangeStatusEnum": "contracts.models.SubscriptionChange.Status",
+        "EventResultStatusEnum": ["accepted", "duplicate", "rejected"],
+    },
 }
 
 # API request bodies above this size are refused before parsing.

@@ -5,4 +5,4 @@ import os
 os.environ.setdefault("SECRET_KEY", "dev-only-insecure-key-never-use-in-production")
 os.environ.setdefault("DEBUG", "true")
 
-from billing.settings.base import *  # noqa: E402,F403
+from billing.settings.base import *  # noqa: F403
