@@ -16,6 +16,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from billing.admin_tools import ReadOnlyAdminMixin
 from contracts.models import (
     BillingTiming,
     Charge,
@@ -374,17 +375,8 @@ class PlanVersionAdmin(HistoryAdmin):
         run_for_each(self, request, queryset, lambda v: archive_plan_version(v, actor=actor), done="Archived")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """A listing for lookups and autocomplete; these rows are edited on their parent's page."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Charge)
@@ -476,7 +468,7 @@ class ContractEntitlementInline(admin.TabularInline):
         return self._is_open(obj) and super().has_delete_permission(request, obj)
 
 
-class ContractSubscriptionInline(admin.TabularInline):
+class ContractSubscriptionInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Subscription
     fields = ("external_id", "plan_version", "quantity", "status", "start_date", "end_date")
     readonly_fields = fields
@@ -487,12 +479,6 @@ class ContractSubscriptionInline(admin.TabularInline):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("plan_version__plan")
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ContractAddForm(forms.ModelForm):
@@ -645,7 +631,7 @@ class SubscriptionAddForm(forms.ModelForm):
         pass
 
 
-class SubscriptionPhaseInline(admin.TabularInline):
+class SubscriptionPhaseInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SubscriptionPhase
     fields = ("plan_version", "quantity", "start_date", "end_date")
     readonly_fields = fields
@@ -656,14 +642,8 @@ class SubscriptionPhaseInline(admin.TabularInline):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("plan_version__plan")
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class SubscriptionChangeInline(admin.TabularInline):
+class SubscriptionChangeInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SubscriptionChange
     fields = ("action", "status", "effective_date", "from_status", "to_status", "from_plan_version",
               "to_plan_version", "from_quantity", "to_quantity", "actor_label", "created_at", "applied_at")
@@ -675,16 +655,10 @@ class SubscriptionChangeInline(admin.TabularInline):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("from_plan_version__plan", "to_plan_version__plan")
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
 
 @admin.register(Subscription)
 class SubscriptionAdmin(CsvImportAdminMixin, CsvExportAdminMixin, HistoryAdmin):
-    list_display = ("external_id", "customer", "plan", "version", "quantity", "status", "start_date", "end_date",
+    list_display = ("external_id", "customer", "plan", "version", "seats", "status", "start_date", "end_date",
                     "period")
     list_filter = ("status", "billing_anchor", "plan_version__plan__interval", "plan_version__plan")
     list_select_related = ("customer", "plan_version__plan", "contract")
@@ -712,6 +686,11 @@ class SubscriptionAdmin(CsvImportAdminMixin, CsvExportAdminMixin, HistoryAdmin):
     @admin.display(description="version", ordering="plan_version__version")
     def version(self, subscription: Subscription) -> int:
         return subscription.plan_version.version
+
+    @admin.display(description="quantity", ordering="quantity")
+    def seats(self, subscription: Subscription) -> str:
+        # Stored with 6 decimals; shown as entered: 3, not 3.000000, but 2.5 stays 2.5.
+        return format(subscription.quantity.normalize(), "f")
 
     @admin.display(description="current period")
     def period(self, subscription: Subscription) -> str:

@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
+from billing.admin_tools import ReadOnlyAdminMixin
 from customers.admin import HistoryAdmin, adopt, changed_values, form_values
 from usage.models import EventKey, Meter, UsageHourlyRollup
 from usage.services import DEFINING_FIELDS, create_meter, update_meter
@@ -78,21 +79,13 @@ class MeterAdmin(HistoryAdmin):
         adopt(saved, obj)
 
 
-class ReadOnlyUsageAdmin(admin.ModelAdmin):
+class ReadOnlyUsageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Usage rows are written by ingestion only. The tables are large: exact-match search keeps lookups on
     indexes, and the changelist does not count the whole table a second time."""
 
     show_full_result_count = False
     list_per_page = 50
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(UsageHourlyRollup)

@@ -16,6 +16,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing.admin_tools import ReadOnlyAdminMixin
 from usage import ingestion
 from usage.models import EventKey, RejectedEvent, UsageBackfill, UsageEvent
 
@@ -23,15 +24,8 @@ from usage.models import EventKey, RejectedEvent, UsageBackfill, UsageEvent
 INLINE_BACKFILL_BYTES = 2 * 1024 * 1024
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    pass
 
 
 def _pretty_json(value: Any) -> str:
