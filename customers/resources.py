@@ -318,9 +318,16 @@ class CsvImportResource(resources.Resource):
     key_column: ClassVar[str | None] = None
     field_columns: ClassVar[dict[str, str]] = {}
     display_name: ClassVar[str] = "rows"
+    # Each subclass creates its record through its service: create(values, line) -> the new object.
+    create: Callable[[dict[str, Any], int], Any]
 
     class Meta:
         instance_loader_class = BaseInstanceLoader
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not callable(getattr(cls, "create", None)):
+            raise TypeError(f"{cls.__name__} must define create(values, line) to import its rows.")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -444,9 +451,6 @@ class CsvImportResource(resources.Resource):
 
     def exists(self, key: str) -> bool:
         return False
-
-    def create(self, values: dict[str, Any], line: int) -> Any:
-        raise NotImplementedError
 
     def column_for(self, field_path: str) -> str | None:
         """The column a service error about `field_path` (e.g. "tiers[1].up_to") belongs to."""

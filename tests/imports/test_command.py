@@ -319,3 +319,10 @@ def test_missing_file(reference):
 def test_formula_escaping_round_trips(stored, exported):
     assert escape_formula(stored) == exported
     assert unescape_formula(escape_formula(stored)) == stored
+
+
+def test_an_import_resource_without_create_is_refused_when_defined():
+    from customers.resources import CsvImportResource
+
+    with pytest.raises(TypeError, match="must define create"):
+        type("Incomplete", (CsvImportResource,), {"__module__": __name__})
