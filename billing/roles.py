@@ -76,6 +76,14 @@ ROLES: tuple[Role, ...] = (
             "usage.view_*",  # meters, events, rejected events, rollups
             "usage.reprocess_rejectedevent",  # fix a customer, then re-process what it sent
             "usage.add_usagebackfill",
+            "invoicing.view_*",  # tax rates and every document, read only unless granted below
+            *model_perms("invoicing", "invoice", "add change"),  # drafts: refresh, add and remove lines
+            "invoicing.finalize_invoice",
+            "invoicing.run_cycle_close",
+            *model_perms("invoicing", "appliedcoupon", "add change"),
+            *model_perms("invoicing", "creditgrant", "add"),
+            *model_perms("invoicing", "pendingcharge", "add change delete"),
+            *model_perms("invoicing", "installmentplan", "add"),
         ),
         denies=("contracts.publish_planversion", "contracts.archive_planversion", "api.*"),
     ),

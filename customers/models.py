@@ -31,6 +31,9 @@ class BillingEntity(PostalAddress, TimestampedModel):
     invoice_prefix = models.CharField(max_length=12, validators=[prefix_validator])
     credit_note_prefix = models.CharField(max_length=12, validators=[prefix_validator])
     default_payment_terms_days = models.PositiveSmallIntegerField(default=30)
+    invoice_grace_days = models.PositiveSmallIntegerField(
+        default=0, help_text="Days a cycle invoice stays a draft for review before it is finalized; 0: at once."
+    )
     is_active = models.BooleanField(default=True)
     history = HistoricalRecords()
 
