@@ -61,6 +61,23 @@ SCHEDULE: tuple[ScheduledTask, ...] = (
         description="Creates the monthly event partitions for this month and the next three (PostgreSQL).",
         expire_seconds=12 * 3600,
     ),
+    ScheduledTask(
+        name="Close billing cycles",
+        task="invoicing.tasks.start_cycle_close",
+        when=Every(minutes=60),
+        description=(
+            "Invoices every subscription whose period has ended in its customer's timezone, one task per "
+            "customer; hourly, because customers' midnights fall on every hour of UTC."
+        ),
+        expire_seconds=55 * 60,
+    ),
+    ScheduledTask(
+        name="Finalize drafts after their grace period",
+        task="invoicing.tasks.finalize_due_drafts",
+        when=Every(minutes=15),
+        description="Finalizes the draft invoices whose review period is over (number, PDF, immutable).",
+        expire_seconds=14 * 60,
+    ),
 )
 
 

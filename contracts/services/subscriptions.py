@@ -568,3 +568,12 @@ def apply_due_changes(*, now: datetime, actor: Actor | None = None) -> int:
 
 def default_now() -> datetime:
     return timezone.now()
+
+
+def apply_due_changes_for(subscription: Subscription, *, now: datetime, actor: Actor) -> int:
+    """Apply the due scheduled changes of one subscription (the cycle close does this before billing it, so a
+    downgrade at period end is in force when the next period's fee is computed). Call inside a transaction."""
+    if not subscription.changes.filter(status=SubscriptionChange.Status.SCHEDULED).exists():
+        return 0
+    locked = _lock(subscription)
+    return _apply_due_for(locked, today=customer_today(locked.customer, now), now=now, actor=actor)
