@@ -99,11 +99,14 @@ class CustomerUsageView(BaseAPIView):
     )
     def get(self, request: Request, customer_external_id: str) -> Response:
         customer = get_object_or_404(Customer, external_id=customer_external_id)
-        now = self.now()
-        body: dict[str, Any] = {
+        return Response(CustomerUsageSerializer(self.usage_body(customer, self.now())).data)
+
+    @staticmethod
+    def usage_body(customer: Customer, now: Any) -> dict[str, Any]:
+        """The response before serialization (invoicing's view adds estimated amounts to it)."""
+        return {
             "customer": customer.external_id,
             "timezone": str(customer.timezone),
             "as_of": now,
             "subscriptions": current_usage(customer, now=now),
         }
-        return Response(CustomerUsageSerializer(body).data)

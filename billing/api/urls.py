@@ -18,10 +18,11 @@ def _app_urls() -> list:
     """Each app's api module registers its viewsets and may add single endpoints (`urlpatterns`)."""
     from contracts import api as contracts_api
     from customers import api as customers_api
+    from invoicing import api as invoicing_api
     from usage import api as usage_api
 
     extra: list = []
-    for module in (customers_api, contracts_api, usage_api):
+    for module in (customers_api, contracts_api, usage_api, invoicing_api):
         module.register(router)
         extra.extend(getattr(module, "urlpatterns", []))
     return extra
