@@ -9,6 +9,13 @@ before each step the scheduled changes that have come due (trial ends, period-en
 term ends) are applied as the beat task would have applied them. Dates are relative to the `now` the
 builder is given, and every other choice comes from a seeded random generator, so the same `now` gives
 the same data.
+
+Invoicing is replayed on the same clock: usage events arrive through ingestion, coupons, credits, a prepaid
+wallet, a one-off charge and an installment plan are given through the invoicing services, and the cycle
+close runs on the first of each of the last three months (drafts of the US entity are finalized when their
+grace period ends, as the beat task does). The current period is left open, and at least one subscription's
+period (a bill-cycle day of yesterday) has ended since the last close, so a close "as of now" in the admin
+produces new invoices, one of them with late usage.
 """
 
 import random
@@ -43,12 +50,25 @@ from contracts.periods import add_months
 from contracts.services import catalog, contracts, subscriptions
 from customers import services as customer_services
 from customers.models import BillingEntity, Customer
+from invoicing.models import AppliedCoupon, CreditGrant, Invoice, PendingCharge, TaxRate, Wallet
+from invoicing.services import credits
+from invoicing.services.cycle import run_cycle_close_inline
+from invoicing.services.documents import finalize_due_drafts
 from usage import services as meter_services
-from usage.models import Meter
+from usage.ingestion import ACCEPTED, ingest_events
+from usage.models import Meter, UsageEvent
 
 SEED = 20240601
 DEMO_ACTOR = Actor.system("demo-data")
 CLOCK_ACTOR = Actor.system("beat:apply_due_subscription_changes")
+CLOSE_ACTOR = Actor.system("beat:start_cycle_close")
+FINALIZE_ACTOR = Actor.system("beat:finalize_due_drafts")
+# Cycle closes replayed in the past (one a month), the last on the first of the current month.
+HISTORICAL_CLOSES = 3
+# The last replayed close is at least this long before `now`, so a close "as of now" has periods to bill;
+# early in a month the replayed closes move back a month (and that whole month is left to close).
+OPEN_WINDOW = timedelta(days=2)
+GRACE_DAYS = {"us": 2, "eu": 0}
 
 
 def demo_data_present() -> bool:
@@ -97,6 +117,14 @@ def load_demo_data(*, now: datetime | None = None) -> DemoSummary:
             "negotiated prices": ContractPrice.objects.count(),
             "commitments": ContractCommitment.objects.count(),
             "subscriptions": Subscription.objects.count(),
+            "tax rates": TaxRate.objects.count(),
+            "applied coupons": AppliedCoupon.objects.count(),
+            "promotional credits": CreditGrant.objects.count(),
+            "prepaid wallets": Wallet.objects.count(),
+            "one-off charges and installments": PendingCharge.objects.count(),
+            "usage events": UsageEvent.objects.count(),
+            "invoices": Invoice.objects.count(),
+            "finalized invoices": Invoice.objects.exclude(number__isnull=True).count(),
         },
         subscription_statuses=dict(Counter(Subscription.objects.values_list("status", flat=True))),
     )
@@ -183,6 +211,13 @@ CITIES = {
     "DK": ("København", "", "1050"), "CZ": ("Praha", "", "110 00"), "BE": ("Bruxelles", "", "1000"),
     "FI": ("Helsinki", "", "00100"),
 }
+# US customers live in the state of their timezone's big city: sales tax depends on the state (NY only here).
+US_CITIES = {
+    "America/New_York": ("New York", "NY", "10001"), "America/Chicago": ("Chicago", "IL", "60601"),
+    "America/Denver": ("Denver", "CO", "80202"), "America/Phoenix": ("Phoenix", "AZ", "85004"),
+    "America/Los_Angeles": ("San Francisco", "CA", "94105"), "America/Anchorage": ("Anchorage", "AK", "99501"),
+    "Pacific/Honolulu": ("Honolulu", "HI", "96813"),
+}
 STREETS = ["Market Street", "Harbor Road", "Main Street", "Station Square", "Park Avenue", "Mill Lane"]
 # The EU VAT prefix differs from the ISO country code for Greece.
 VAT_PREFIX = {"GR": "EL"}
@@ -253,8 +288,10 @@ class _DemoBuilder:
         self.billing_entities()
         self.catalog()
         self.coupons()
+        self.tax_rates()
         self.all_customers()
         self.stories()
+        self.invoicing()
         self.run_clock()
 
     def staff(self) -> None:
@@ -280,7 +317,7 @@ class _DemoBuilder:
             country="US", tax_id="47-2918374", email="billing@northwind.example", default_currency="USD",
             timezone="America/New_York", invoice_prefix="NW-US", credit_note_prefix="NWC-US",
             default_payment_terms_days=30, address_line1="350 Fifth Avenue, Suite 4100", city="New York",
-            state="NY", postal_code="10118",
+            state="NY", postal_code="10118", invoice_grace_days=GRACE_DAYS["us"],
         )
         self.entities["eu"] = customer_services.create_billing_entity(
             actor=DEMO_ACTOR, code="northwind-eu", name="Northwind Cloud (EU)",
@@ -288,6 +325,7 @@ class _DemoBuilder:
             email="rechnung@northwind.example", default_currency="EUR", timezone="Europe/Berlin",
             invoice_prefix="NW-EU", credit_note_prefix="NWC-EU", default_payment_terms_days=14,
             address_line1="Friedrichstraße 68", city="Berlin", postal_code="10117",
+            invoice_grace_days=GRACE_DAYS["eu"],
         )
 
     # --- catalog ----------------------------------------------------------------------------------------
@@ -578,6 +616,19 @@ class _DemoBuilder:
             coupon.applies_to_plans.set([plans[code] for code in plan_codes])
             coupon.applies_to_meters.set([self.meters[code] for code in meter_codes])
 
+    def tax_rates(self) -> None:
+        """The seller's tax table. Tax rates have no service yet (they are reference data edited in the
+        admin), so they are validated and saved directly."""
+        for name, country, region, tax_code, percent in [
+            ("New York State and City sales tax", "US", "NY", "saas", "8.875"),
+            ("Umsatzsteuer (DE) 19 %", "DE", "", "", "19"),
+            ("TVA (FR) 20 %", "FR", "", "", "20"),
+            ("VAT (GB) 20 %", "GB", "", "", "20"),
+            ("BTW (NL) 21 %", "NL", "", "", "21"),
+        ]:
+            self._create(TaxRate(name=name, country=country, region=region, tax_code=tax_code,
+                                 percent=Decimal(percent), valid_from=date(2020, 1, 1)))
+
     # --- customers --------------------------------------------------------------------------------------
 
     def all_customers(self) -> None:
@@ -601,7 +652,7 @@ class _DemoBuilder:
                       options: dict[str, Any]) -> Customer:
         entity = self.entities[entity_key]
         domain = key.replace("-", "") + ".example"
-        city, state, postal = CITIES[country]
+        city, state, postal = US_CITIES.get(tz, CITIES[country]) if country == "US" else CITIES[country]
         individual = options.get("individual", False)
         contact_name, handle = self.person() if not individual else (name, mailbox(name.replace(" ", ".")))
         contacts = [{"name": contact_name, "email": f"{handle}@{domain}", "role": "billing",
@@ -678,8 +729,10 @@ class _DemoBuilder:
             sub = self.subscribe(key, "starter-usd", self.ago(r.randint(330, 420)))
             self.action(self.ago(r.randint(215, 300)), sub, "upgrade", "growth-usd")
         # Growth customers with a bill-cycle day and an anniversary anchor, on version 2.
-        self.subscribe("aurora", "growth-usd@2", self.ago(95), billing_anchor="day_of_month", bill_cycle_day=15,
-                       quantity=8)
+        # Aurora's bill-cycle day is yesterday's day of the month: its period has always ended since the last
+        # replayed close, so a close "as of now" has an invoice to make.
+        self.subscribe("aurora", "growth-usd@2", self.ago(95), billing_anchor="day_of_month",
+                       bill_cycle_day=self.ago(1).day, quantity=8)
         self.subscribe("lumen", "growth-usd@2", self.ago(70), billing_anchor="anniversary", quantity=20)
         # A downgrade that waits for the period end.
         sub = self.subscribe("tidewater", "growth-usd@2", self.ago(110), quantity=6)
@@ -866,3 +919,172 @@ class _DemoBuilder:
 
         self.later(self.ago(1), tulip)
         self.subscribe("tulip", "business-eur", start, created=self.ago(1), contract="NW-EU-2025-0052")
+
+    # --- invoicing, replayed on the clock ---------------------------------------------------------------
+
+    def close_moments(self) -> list[datetime]:
+        """Midday UTC on the first of the last months: the first of the month has begun from Honolulu to
+        Sydney, so every customer's monthly period has ended."""
+        last = self.at(self.month_start(0))
+        if self.now - last < OPEN_WINDOW:
+            last = self.at(self.month_start(1))
+        return [self.at(add_months(last.date(), -k)) for k in range(HISTORICAL_CLOSES - 1, -1, -1)]
+
+    def invoicing(self) -> None:
+        closes = self.close_moments()
+        self.commercial_terms(closes)
+        self.usage(closes[-1])
+        for moment in closes:
+            self.later(moment, self.close)
+            finalize_at = moment + timedelta(days=GRACE_DAYS["us"], minutes=1)
+            if finalize_at <= self.now:
+                self.later(finalize_at, self.finalize_due)
+        self.later(self.now, self.finalize_due)
+
+    @staticmethod
+    def close(now: datetime) -> None:
+        # A customer whose close fails is recorded on the run (shown in the admin) and does not stop the
+        # others or the demo, exactly as in production; the demo tests insist that none fails.
+        run_cycle_close_inline(now=now, actor=CLOSE_ACTOR)
+
+    @staticmethod
+    def finalize_due(now: datetime) -> None:
+        finalize_due_drafts(now=now, actor=FINALIZE_ACTOR)
+
+    def commercial_terms(self, closes: list[datetime]) -> None:
+        """Coupons redeemed, a promotional credit, a prepaid wallet, a one-off charge and an installment plan."""
+
+        def coupon(customer_key: str, code: str) -> Callable[[datetime], Any]:
+            def step(now: datetime) -> None:
+                credits.apply_coupon(self.customers[customer_key], Coupon.objects.get(code=code),
+                                     actor=self.operator, now=now)
+            return step
+
+        self.later(self.ago(95), coupon("aurora", "WELCOME100"))
+        self.later(self.ago(69), coupon("lumen", "TOKENS10"))
+        self.later(self.month_start(5), coupon("lakeside-u", "EDU50"))
+        self.later(self.ago(4), coupon("monsoon", "LAUNCH20"))
+        self.later(self.ago(3), coupon("danube", "WILLKOMMEN50"))
+
+        def goodwill(now: datetime) -> None:
+            credits.grant_credit(self.customers["pinecrest"], amount=Decimal("500.00"), currency="USD",
+                                 reason="Goodwill credit after an API incident (ticket NW-4821)",
+                                 expires_on=now.date() + timedelta(days=180), actor=self.finance, now=now)
+
+        def wallet(now: datetime) -> None:
+            credits.purchase_prepaid_credit(self.customers["lumiere"], amount=Decimal("2000.00"), currency="EUR",
+                                            expires_on=now.date() + timedelta(days=365), actor=self.finance, now=now)
+
+        first_installment = closes[-2].date()
+
+        def installments(now: datetime) -> None:
+            # 10,000.00 does not divide by three: the first installment takes the extra cent.
+            credits.create_installment_plan(
+                self.customers["hansa"], description="Implementation and SSO integration project",
+                total=Decimal("10000.00"), installments=3, first_bill_on=first_installment, currency="EUR",
+                product=self.products["support"], actor=self.finance, now=now,
+            )
+
+        def workshop(now: datetime) -> None:
+            # Due today: the next close (the admin's "as of now") bills it.
+            credits.add_one_off_charge(
+                self.customers["tidewater"], description="Data migration workshop (on site, per day)",
+                unit_price=Decimal("1200.00"), quantity=Decimal(2), currency="USD",
+                product=self.products["support"], bill_on=self.today, actor=self.operator, now=now,
+            )
+
+        self.later(closes[-2] - timedelta(days=12), goodwill)
+        self.later(closes[0] - timedelta(days=3), wallet)
+        self.later(closes[-2] - timedelta(days=10), installments)
+        self.later(self.ago(1), workshop)
+
+    # usage ---------------------------------------------------------------------------------------------
+
+    def usage(self, last_close: datetime) -> None:
+        """Usage of every metered subscription for the previous month (sent before the last close) and for
+        the current period so far (sent now), plus a few events of the previous month that arrived late."""
+        previous = (datetime.combine(add_months(last_close.date(), -1), time(), tzinfo=UTC),
+                    datetime.combine(last_close.date(), time(), tzinfo=UTC))
+        current = (previous[1], self.now)
+
+        def send_previous(now: datetime) -> None:
+            self.send(self.usage_events("p", *previous), now)
+
+        def send_current(now: datetime) -> None:
+            events = self.usage_events("c", *current)
+            # Late: tokens of Aurora's last finalized period, sent now; Aurora's next invoice is due (its
+            # bill-cycle day is yesterday), so a close as of now bills them as late usage.
+            late_end = add_months(self.ago(1), -1, on_day=self.ago(1).day)
+            late_start = add_months(self.ago(1), -2, on_day=self.ago(1).day)
+            events += [e for e in self.usage_events("late", self.at(late_start, 0), self.at(late_end, 0))
+                       if e["customer_external_id"] == "cus_aurora" and e["meter_code"] == "ai-tokens"]
+            self.send(events, now)
+
+        self.later(last_close - timedelta(hours=1), send_previous)
+        self.later(self.now, send_current)
+
+    def usage_events(self, tag: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Events of the subscriptions in use, spread over [start, end) away from its edges (a day inside, so
+        that every customer's timezone puts them in the same period)."""
+        rng = random.Random(f"{SEED}-{tag}")  # noqa: S311 (reproducible demo data)
+        first, last = start + timedelta(days=1), end - timedelta(days=1, minutes=10)
+        if last <= first:
+            return []
+        seconds = int((last - first).total_seconds())
+        subs = Subscription.objects.filter(
+            status__in=[Subscription.Status.ACTIVE, Subscription.Status.TRIALING], start_date__lt=end.date(),
+        ).select_related("customer", "plan_version").order_by("external_id")
+        events: list[dict[str, Any]] = []
+        for sub in subs:
+            meters = sorted({c.meter.code for c in sub.plan_version.charges.select_related("meter")})
+            for code in meters:
+                # A product reports in a few bursts, which also keeps the hourly rollups few.
+                bursts = [first + timedelta(seconds=rng.randrange(seconds)) for _ in range(BURSTS_PER_PERIOD)]
+                for i in range(EVENTS_PER_PERIOD.get(code, 8)):
+                    moment = rng.choice(bursts) + timedelta(seconds=rng.randrange(600))
+                    events.append({
+                        "transaction_id": f"demo-{tag}-{sub.external_id}-{code}-{i:03d}",
+                        "customer_external_id": sub.customer.external_id, "meter_code": code,
+                        "timestamp": moment.isoformat(), "properties": usage_properties(code, rng),
+                    })
+        return events
+
+    @staticmethod
+    def send(events: list[dict[str, Any]], now: datetime) -> None:
+        for offset in range(0, len(events), 1000):
+            results = ingest_events(events[offset:offset + 1000], now=now)
+            refused = [r for r in results if r.status != ACCEPTED]
+            if refused:
+                raise ValueError(f"Demo usage events were refused: {refused[:3]}")
+
+
+EVENTS_PER_PERIOD = {"api-calls": 30, "active-users": 20}
+BURSTS_PER_PERIOD = 3
+MODELS = ["nw-large", "nw-mini"]
+REGIONS = ["us-east-1", "eu-central-1"]
+ENDPOINTS = ["/v1/orders", "/v1/search", "/v1/customers", "/v1/reports"]
+
+
+def usage_properties(meter_code: str, rng: random.Random) -> dict[str, Any]:
+    """Plausible properties for one event of a demo meter (numbers as strings: exact decimals)."""
+    match meter_code:
+        case "api-calls":
+            return {"endpoint": rng.choice(ENDPOINTS)}
+        case "ai-tokens":
+            return {"tokens": rng.randint(20_000, 4_000_000), "model": rng.choice(MODELS)}
+        case "compute-hours":
+            return {"hours": str(Decimal(rng.randint(50, 2400)).scaleb(-1)), "region": rng.choice(REGIONS)}
+        case "payment-volume":
+            return {"amount": str(Decimal(rng.randint(500, 250_000)).scaleb(-2)),
+                    "type": "card" if rng.random() < 0.85 else "sepa"}
+        case "payout-volume":
+            return {"amount": str(Decimal(rng.randint(100_000, 5_000_000)).scaleb(-2))}
+        case "peak-connections":
+            return {"connections": rng.randint(40, 400)}
+        case "active-users":
+            return {"user_id": f"user-{rng.randint(1, 400)}"}
+        case "seats":
+            return {"seats": rng.randint(20, 180)}
+        case "storage-gb":
+            return {"gb": rng.randint(200, 8_000)}
+    raise ValueError(f"No demo properties for meter {meter_code}.")
