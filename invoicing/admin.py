@@ -44,7 +44,7 @@ from invoicing.models import (
 )
 from invoicing.pdf import format_period, invoice_pdf_name, render_invoice_pdf
 from invoicing.services.credits import add_one_off_charge, apply_coupon, grant_credit, remove_coupon
-from invoicing.services.cycle import refresh_draft, run_cycle_close_inline, start_cycle_close
+from invoicing.services.cycle import refresh_draft, run_counts, run_cycle_close_inline, start_cycle_close
 from invoicing.services.documents import finalize_many, void_invoice
 
 FAILURES_SHOWN = 200  # a run page lists at most this many failures (the list filter finds the rest)
@@ -273,6 +273,7 @@ class CycleCloseForm(forms.Form):
 
 def run_progress(run: CycleRun) -> dict[str, Any]:
     """What the run page shows, as JSON for its poller."""
+    counts = run_counts(run)
     failures = (CycleRunCustomer.objects.filter(run=run, status=CycleRunCustomer.Status.FAILED)
                 .select_related("customer").order_by("finished_at", "id")[:FAILURES_SHOWN])
     return {
@@ -280,11 +281,8 @@ def run_progress(run: CycleRun) -> dict[str, Any]:
         "status": run.status,
         "status_label": run.get_status_display(),
         "running": run.status == CycleRun.Status.RUNNING,
-        "total": run.total_customers,
-        "processed": run.processed_customers,
-        "failed": run.failed_customers,
-        "invoices": run.invoices_created,
-        "percent": run.progress_percent,
+        **counts,
+        "percent": int(100 * counts["processed"] / counts["total"]) if counts["total"] else 100,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "failures": [
             {"customer": f.customer.external_id, "name": f.customer.name, "error": f.error.split("\n\n", 1)[0]}

@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 
 from contracts.models import (
     Charge,
@@ -146,6 +146,18 @@ class CatalogCache:
     versions: dict[int, PlanVersion] = field(default_factory=dict)
     charges: dict[int, list[Charge]] = field(default_factory=dict)
     fixed: dict[int, list[FixedCharge]] = field(default_factory=dict)
+    # Within one cycle run (`for_run`), which customers have coupons, promotional credits or one-off charges at
+    # all, and the tax-rate table, are read once instead of once per customer. Something added after the run's
+    # moment is billed by the next close.
+    for_run: bool = False
+    _hints: RunHints | None = None
+
+    def hints(self) -> RunHints | None:
+        if not self.for_run:
+            return None
+        if self._hints is None:
+            self._hints = RunHints.load()
+        return self._hints
 
     def load(self, version_ids: Iterable[int]) -> None:
         missing = set(version_ids) - set(self.versions)
@@ -163,16 +175,77 @@ class CatalogCache:
             rows.sort(key=lambda c: (c.position, c.pk))
 
 
-def billed_subscriptions(bill_to: Customer) -> list[Subscription]:
-    """The subscriptions a customer's invoices carry: its own and those of children invoiced to it."""
-    return list(
+@dataclass
+class RunHints:
+    coupon_customers: set[int]
+    credit_customers: set[int]
+    pending_customers: set[int]
+    consolidating_parents: set[int]
+    wallet_customers: set[int]
+    paused_subscriptions: set[int]
+    tax_rates: list[Any]
+
+    @classmethod
+    def load(cls) -> RunHints:
+        from invoicing.models import AppliedCoupon, CreditGrant, Wallet
+        from invoicing.services.pricing import tax_rate_table
+
+        def bill_to(rows: Iterable[tuple[int, int | None, bool]]) -> set[int]:
+            return {parent if to_parent and parent else pk for pk, parent, to_parent in rows}
+
+        columns = ("customer_id", "customer__parent_id", "customer__invoice_to_parent")
+        return cls(
+            coupon_customers=bill_to(AppliedCoupon.objects.filter(status="active").values_list(*columns)),
+            credit_customers=bill_to(CreditGrant.objects.filter(remaining__gt=0).values_list(*columns)),
+            pending_customers=bill_to(PendingCharge.objects.filter(invoice__isnull=True).values_list(*columns)),
+            wallet_customers=set(Wallet.objects.filter(balance__gt=0).values_list("customer_id", flat=True)),
+            paused_subscriptions=set(
+                SubscriptionChange.objects.filter(
+                    action=SubscriptionChange.Action.PAUSE, status=SubscriptionChange.Status.APPLIED
+                ).values_list("subscription_id", flat=True)
+            ),
+            consolidating_parents=set(
+                Customer.objects.filter(invoice_to_parent=True, parent__isnull=False).values_list(
+                    "parent_id", flat=True
+                )
+            ),
+            tax_rates=tax_rate_table(),
+        )
+
+
+def bill_to_customer_ids(bill_to: Customer, catalog: CatalogCache | None = None) -> list[int]:
+    """The customer and its children invoiced to it. Ids rather than a join on the parent, so PostgreSQL reads
+    the rows through their customer index; a cycle run knows which customers have such children at all."""
+    hints = catalog.hints() if catalog is not None else None
+    if hints is not None and bill_to.pk not in hints.consolidating_parents:
+        return [bill_to.pk]
+    children = Customer.objects.filter(parent_id=bill_to.pk, invoice_to_parent=True).values_list("pk", flat=True)
+    return [bill_to.pk, *children]
+
+
+def billed_subscriptions(
+    bill_to: Customer, *, changes_due_by: date | None = None, catalog: CatalogCache | None = None
+) -> list[Subscription]:
+    """The subscriptions a customer's invoices carry: its own and those of children invoiced to it. With
+    `changes_due_by`, each is annotated `has_due_changes` (a scheduled change effective by that day)."""
+    rows = (
         Subscription.objects.filter(
-            Q(customer=bill_to) | Q(customer__parent=bill_to, customer__invoice_to_parent=True),
-            status__in=BILLABLE_STATUSES,
+            customer_id__in=bill_to_customer_ids(bill_to, catalog), status__in=BILLABLE_STATUSES
         )
         .select_related("customer", "contract", "plan_version__plan")
         .order_by("start_date", "pk")
     )
+    if changes_due_by is not None:
+        rows = rows.annotate(
+            has_due_changes=Exists(
+                SubscriptionChange.objects.filter(
+                    subscription=OuterRef("pk"),
+                    status=SubscriptionChange.Status.SCHEDULED,
+                    effective_date__lte=changes_due_by,
+                )
+            )
+        )
+    return list(rows)
 
 
 def _pauses(changes: list[SubscriptionChange]) -> list[tuple[date, date | None]]:
@@ -209,12 +282,14 @@ def load_inputs(subscriptions: list[Subscription], catalog: CatalogCache) -> dic
         for price in ContractPrice.objects.filter(contract_id__in=contract_ids):
             prices[price.contract_id].append(price)
     changes: dict[int, list[SubscriptionChange]] = defaultdict(list)
-    for change in SubscriptionChange.objects.filter(
-        subscription_id__in=ids,
-        status=SubscriptionChange.Status.APPLIED,
-        action__in=[SubscriptionChange.Action.PAUSE, SubscriptionChange.Action.RESUME],
-    ):
-        changes[change.subscription_id].append(change)
+    hints = catalog.hints()
+    if hints is None or not hints.paused_subscriptions.isdisjoint(ids):
+        for change in SubscriptionChange.objects.filter(
+            subscription_id__in=ids,
+            status=SubscriptionChange.Status.APPLIED,
+            action__in=[SubscriptionChange.Action.PAUSE, SubscriptionChange.Action.RESUME],
+        ):
+            changes[change.subscription_id].append(change)
 
     billed: dict[int, set[tuple[str, date]]] = defaultdict(set)
     next_start: dict[tuple[int, str], date] = {}
@@ -242,26 +317,30 @@ def load_inputs(subscriptions: list[Subscription], catalog: CatalogCache) -> dic
 
     advance_lines: dict[int, dict[tuple[date, str], BilledFee]] = defaultdict(dict)
     one_time: dict[int, set[int]] = defaultdict(set)
-    line_rows = InvoiceLine.objects.filter(subscription_id__in=ids).exclude(invoice__status=Invoice.Status.VOID)
-    for line in line_rows.filter(explanation__timing=ADVANCE).only(
-        "subscription_id", "period_start", "amount", "explanation"
-    ):
-        fee = line.explanation.get("fee") or {}
+    # One read for both: what earlier invoices billed in advance, and which one-time fixed charges are billed.
+    # Both kinds of line are billed with an advance claim: without one, there is nothing to read.
+    advance_billed = [sub_id for (sub_id, timing) in next_start if timing == ADVANCE]
+    line_rows = (
+        InvoiceLine.objects.filter(subscription_id__in=advance_billed)
+        .filter(Q(explanation__timing=ADVANCE) | Q(fixed_charge__recurring=False))
+        .exclude(invoice__status=Invoice.Status.VOID)
+        .values_list("subscription_id", "amount", "explanation", "fixed_charge_id", "fixed_charge__recurring")
+    )
+    for sub_id, amount, explanation, fixed_id, recurring in line_rows if advance_billed else ():
+        if fixed_id is not None and recurring is False:
+            one_time[sub_id].add(fixed_id)
+        fee = explanation.get("fee") or {} if explanation.get("timing") == ADVANCE else {}
         if not fee:
             continue
-        period_start = date.fromisoformat(line.explanation["period"]["start"])
-        advance_lines[line.subscription_id][(period_start, line.explanation["item"])] = BilledFee(
+        period_start = date.fromisoformat(explanation["period"]["start"])
+        advance_lines[sub_id][(period_start, explanation["item"])] = BilledFee(
             start=date.fromisoformat(fee["start"]),
             end=date.fromisoformat(fee["end"]),
             key=fee["key"],
             unit_price=Decimal(fee["unit_price"]),
             quantity=Decimal(fee["quantity"]),
-            amount=line.amount,
+            amount=amount,
         )
-    for sub_id, fixed_id in line_rows.filter(fixed_charge__recurring=False).values_list(
-        "subscription_id", "fixed_charge_id"
-    ):
-        one_time[sub_id].add(fixed_id)
 
     inputs: dict[int, SubscriptionInputs] = {}
     for sub in subscriptions:
@@ -388,6 +467,8 @@ class Rater:
                 line.explanation["formula"] = (
                     f"billed {_s(billed.amount)} for {billed.start}..{billed.end}; service ended on {sub.end_date}"
                 )
+                line.explanation["billed_amount"] = _s(billed.amount)
+                line.explanation["used_exact"] = "0"  # none of the billed days was served
                 rating.lines.append(line)
                 claim_end = max(claim_end, billed.end)
             if claim_end > start:
@@ -1022,9 +1103,7 @@ class Rater:
             kind=K.COMMITMENT_TRUE_UP,
             explanation__commitment_id=commitment.pk,
             explanation__window_start=start.isoformat(),
-        ).exclude(
-            invoice__status=Invoice.Status.VOID
-        ).exists() or any(
+        ).exclude(invoice__status=Invoice.Status.VOID).exists() or any(
             line.kind == K.COMMITMENT_TRUE_UP
             and line.explanation.get("commitment_id") == commitment.pk
             and line.explanation.get("window_start") == start.isoformat()
@@ -1091,8 +1170,11 @@ class Rater:
     # one-off charges ---------------------------------------------------------------------------------------
 
     def _pending_charges(self, rating: Rating) -> None:
+        hints = self.catalog.hints()
+        if hints is not None and self.bill_to.pk not in hints.pending_customers:
+            return
         rows = PendingCharge.objects.filter(
-            Q(customer=self.bill_to) | Q(customer__parent=self.bill_to, customer__invoice_to_parent=True),
+            customer_id__in=bill_to_customer_ids(self.bill_to, self.catalog),
             invoice__isnull=True,
             bill_on__lte=self.today,
         ).select_related("product", "installment_plan")

@@ -17,10 +17,23 @@ def start_cycle_close_task() -> int:
 
 @shared_task(name="invoicing.tasks.close_customer", acks_late=True, max_retries=3)
 def close_customer_task(run_id: int, customer_id: int) -> str:
-    """One customer of a run. A retry after a crash finds its periods claimed (or its entry done)."""
+    """One customer of a run. A retry after a crash finds its entry done (or its periods claimed)."""
     from invoicing.services.cycle import run_customer_close
 
     return run_customer_close(run_id, customer_id)
+
+
+@shared_task(name="invoicing.tasks.close_customers", acks_late=True, max_retries=3)
+def close_customers_task(run_id: int, customer_ids: list[int]) -> dict[str, int]:
+    """Customers of a run, each closed in its own transaction; a retry skips those already done."""
+    from invoicing.services.cycle import complete_run_if_done, run_customer_close
+
+    outcomes: dict[str, int] = {}
+    for customer_id in customer_ids:
+        outcome = run_customer_close(run_id, customer_id, complete=False)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    complete_run_if_done(run_id)
+    return outcomes
 
 
 @shared_task(name="invoicing.tasks.finalize_due_drafts", acks_late=True)

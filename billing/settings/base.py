@@ -151,6 +151,11 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
+# Cycle close: customers per fan-out message (each still closed and recorded on its own).
+ACCRUAL_CYCLE_CLOSE_BATCH = env.int("ACCRUAL_CYCLE_CLOSE_BATCH", default=20)
+# A queue of their own lets dedicated workers close cycles; empty: Celery's default queue.
+ACCRUAL_CYCLE_CLOSE_QUEUE = env.str("ACCRUAL_CYCLE_CLOSE_QUEUE", default="")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["billing.api.authentication.APIKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["billing.api.permissions.HasAPIKeyScope"],

@@ -1,10 +1,11 @@
 """The cycle close: every subscription whose period has ended in its customer's timezone is invoiced, once.
 
-`start_cycle_close` finds the customers with something due "as of" a moment, records a CycleRun and fans out
-one task per customer (on commit). `close_customer` rates a customer under its row lock and stores one draft
-invoice per currency together with the billed periods it settles; the unique constraint on (subscription,
-period, timing) makes a second worker, a retry or a concurrent manual close fail instead of billing twice.
-A customer's failure is recorded on the run and does not stop the others.
+`start_cycle_close` finds the customers with something due "as of" a moment, records a CycleRun and fans the
+customers out to the workers (on commit), each closed in its own transaction. `close_customer` rates a
+customer under its row lock and stores one draft invoice per currency together with the billed periods it
+settles; the unique constraint on (subscription, period, timing) makes a second worker, a retry or a
+concurrent manual close fail instead of billing twice. A customer's failure is recorded on the run and does
+not stop the others.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Q
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from billing.actors import Actor
 from billing.errors import BillingError, InvalidTransition
-from contracts.models import Subscription, SubscriptionChange
+from contracts.models import Subscription
 from contracts.periods import period_containing
 from contracts.selectors import customer_today, period_for_day
 from contracts.services.subscriptions import apply_due_changes_for
@@ -144,33 +146,35 @@ def close_customer(
     catalog = catalog or CatalogCache()
     created: list[Invoice] = []
     pk = customer if isinstance(customer, int) else customer.pk
-    # A child invoiced to its parent is never invoiced itself: a close started from it (a manual close, a
-    # retry) closes the parent, whose invoice carries the child's charges.
-    parent_id, to_parent = Customer.objects.filter(pk=pk).values_list("parent_id", "invoice_to_parent").get()
-    if to_parent and parent_id:
-        pk = parent_id
     with transaction.atomic():
         # The customer row lock queues concurrent closes of one customer; the claims' unique constraint is the
         # guarantee if anything bypasses it.
         customer = Customer.objects.select_for_update(of=("self",)).select_related("billing_entity").get(pk=pk)
+        if customer.invoice_to_parent and customer.parent_id:
+            # A child invoiced to its parent is never invoiced itself: a close started from it (a manual close,
+            # a retry) closes the parent, whose invoice carries the child's charges.
+            customer = (
+                Customer.objects.select_for_update(of=("self",))
+                .select_related("billing_entity")
+                .get(pk=customer.parent_id)
+            )
+        if connection.vendor == "postgresql" and customer.billing_entity.invoice_grace_days > 0:
+            # Only drafts come out of this transaction: should the server crash before its commit reaches disk,
+            # the drafts and their claims vanish together and the next close makes them again. Nothing numbered
+            # depends on it (finalization commits synchronously), so the close need not wait for the flush.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
         manual = []
         if refresh is not None:
             manual = release_for_refresh(refresh, now, actor)
-        subscriptions = billed_subscriptions(customer)
-        if any(s.status != Subscription.Status.CANCELED for s in subscriptions):
-            changed = False
-            scheduled = set(
-                SubscriptionChange.objects.filter(
-                    subscription__in=subscriptions,
-                    status=SubscriptionChange.Status.SCHEDULED,
-                ).values_list("subscription_id", flat=True)
-            )
-            for sub in subscriptions:
-                if sub.pk in scheduled:
-                    changed |= apply_due_changes_for(sub, now=now, actor=actor) > 0
-            if changed:
-                subscriptions = billed_subscriptions(customer)
         today = customer_today(customer, now)
+        subscriptions = billed_subscriptions(customer, changes_due_by=today, catalog=catalog)
+        changed = False
+        for sub in subscriptions:
+            if sub.has_due_changes:
+                changed |= apply_due_changes_for(sub, now=now, actor=actor) > 0
+        if changed:
+            subscriptions = billed_subscriptions(customer, catalog=catalog)
         rating = Rater(customer, today, catalog).rate(subscriptions)
         by_currency = _group_by_currency(rating)
         plan_currency = {s.pk: s.plan_version.plan.currency for s in subscriptions}
@@ -209,6 +213,7 @@ def close_customer(
                 claims=claims,
                 pending_charge_ids=pending_ids,
                 cycle_run_id=run.pk if run else None,
+                hints=catalog.hints(),
                 invoice=reuse,
             )
             record_event(
@@ -222,8 +227,12 @@ def close_customer(
             )
             created.append(invoice)
         if customer.billing_entity.invoice_grace_days == 0:
+            hints = catalog.hints()
+            has_wallet = None if hints is None else customer.pk in hints.wallet_customers
             created = [
-                finalize_invoice(inv, actor=actor, now=now) if inv.status == Invoice.Status.DRAFT else inv
+                finalize_invoice(inv, actor=actor, now=now, locked=True, has_wallet=has_wallet)
+                if inv.status == Invoice.Status.DRAFT
+                else inv
                 for inv in created
             ]
     return created
@@ -269,8 +278,13 @@ def refresh_draft(invoice: Invoice, *, actor: Actor, now: datetime) -> Invoice:
 def start_cycle_close(
     *, now: datetime, actor: Actor, customer_ids: list[int] | None = None, enqueue: bool = True
 ) -> CycleRun:
-    """Record a run over every due customer and enqueue one close task per customer when the run commits."""
-    from invoicing.tasks import close_customer_task
+    """Record a run over every due customer and, when the run commits, fan the customers out to the workers.
+
+    Each customer is closed in its own transaction and recorded on its own, so a failure or a retry concerns one
+    customer; the messages carry `settings.ACCRUAL_CYCLE_CLOSE_BATCH` customers each, because publishing a
+    message costs about as much as closing a customer (see bench/cycle_close).
+    """
+    from invoicing.tasks import close_customers_task
 
     due = due_customer_ids(now=now, customer_ids=customer_ids)
     with transaction.atomic():
@@ -278,12 +292,18 @@ def start_cycle_close(
         CycleRunCustomer.objects.bulk_create([CycleRunCustomer(run=run, customer_id=pk) for pk in due], batch_size=5000)
         if not due:
             CycleRun.objects.filter(pk=run.pk).update(status=CycleRun.Status.COMPLETED, finished_at=timezone.now())
-        if enqueue:
+        if enqueue and due:
             run_id = run.pk
+            size = max(1, int(getattr(settings, "ACCRUAL_CYCLE_CLOSE_BATCH", 20)))
+
+            queue = getattr(settings, "ACCRUAL_CYCLE_CLOSE_QUEUE", None) or None
 
             def fan_out() -> None:
-                for customer_id in due:
-                    close_customer_task.delay(run_id, customer_id)
+                with close_customers_task.app.producer_or_acquire() as producer:
+                    for first in range(0, len(due), size):
+                        close_customers_task.apply_async(
+                            (run_id, due[first : first + size]), producer=producer, queue=queue
+                        )
 
             transaction.on_commit(fan_out)
     run.refresh_from_db()
@@ -298,69 +318,79 @@ _RUN_CATALOGS: dict[int, CatalogCache] = {}
 def _run_catalog(run_id: int) -> CatalogCache:
     if run_id not in _RUN_CATALOGS:
         _RUN_CATALOGS.clear()  # a worker serves one run after another: keep only the current one
-        _RUN_CATALOGS[run_id] = CatalogCache()
+        _RUN_CATALOGS[run_id] = CatalogCache(for_run=True)
     return _RUN_CATALOGS[run_id]
 
 
-def run_customer_close(run_id: int, customer_id: int, *, actor: Actor | None = None) -> str:
-    """The body of one fan-out task: close the customer as of the run's moment and record the outcome once."""
+def run_customer_close(
+    run_id: int, customer_id: int, *, actor: Actor | None = None, run: CycleRun | None = None,
+    catalog: CatalogCache | None = None, complete: bool = True,
+) -> str:
+    """Close one customer of a run as of the run's moment. The customer's invoices and its entry's "done" are
+    committed together, so a retried task finds the entry done and does nothing; a failure is recorded on the
+    entry in a transaction of its own."""
     actor = actor or Actor.system("cycle_close")
-    run = CycleRun.objects.get(pk=run_id)
-    entry = CycleRunCustomer.objects.filter(run_id=run_id, customer_id=customer_id).first()
-    if entry is None or entry.status != CycleRunCustomer.Status.PENDING:
-        return "already done"
+    run = run or CycleRun.objects.get(pk=run_id)
+    catalog = catalog or _run_catalog(run_id)
+    entries = CycleRunCustomer.objects.filter(run_id=run_id, customer_id=customer_id)
+    outcome = ""
     try:
-        invoices = close_customer(customer_id, now=run.as_of, actor=actor, run=run, catalog=_run_catalog(run_id))
-    except (BillingError, IntegrityError, ValueError, Customer.DoesNotExist) as exc:
+        with transaction.atomic():
+            if not entries.select_for_update().filter(status=CycleRunCustomer.Status.PENDING).exists():
+                outcome = "already done"
+            else:
+                invoices = close_customer(customer_id, now=run.as_of, actor=actor, run=run, catalog=catalog)
+                entries.update(status=CycleRunCustomer.Status.DONE, invoices_created=len(invoices),
+                               finished_at=timezone.now())
+                outcome = f"{len(invoices)} invoice(s)"
+    except Exception as exc:
         logger.exception("Cycle close of customer %s in run %s failed", customer_id, run_id)
         detail = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        _finish_entry(run_id, customer_id, failed=True, error=f"{detail}\n\n{traceback.format_exc(limit=5)}")
-        return "failed"
-    _finish_entry(run_id, customer_id, failed=False, invoices=len(invoices))
-    return f"{len(invoices)} invoice(s)"
-
-
-def _finish_entry(run_id: int, customer_id: int, *, failed: bool, invoices: int = 0, error: str = "") -> None:
-    with transaction.atomic():
-        updated = CycleRunCustomer.objects.filter(
-            run_id=run_id, customer_id=customer_id, status=CycleRunCustomer.Status.PENDING
-        ).update(
-            status=CycleRunCustomer.Status.FAILED if failed else CycleRunCustomer.Status.DONE,
-            invoices_created=invoices,
-            error=error[:20_000],
+        entries.filter(status=CycleRunCustomer.Status.PENDING).update(
+            status=CycleRunCustomer.Status.FAILED, error=f"{detail}\n\n{traceback.format_exc(limit=5)}"[:20_000],
             finished_at=timezone.now(),
         )
-        if not updated:
-            return  # a retry of a task that already recorded its outcome
-        CycleRun.objects.filter(pk=run_id).update(
-            processed_customers=F("processed_customers") + 1,
-            failed_customers=F("failed_customers") + (1 if failed else 0),
-            invoices_created=F("invoices_created") + invoices,
-        )
-        CycleRun.objects.filter(
-            pk=run_id, processed_customers=F("total_customers"), status=CycleRun.Status.RUNNING
-        ).update(
-            status=CycleRun.Status.COMPLETED_WITH_ERRORS
-            if CycleRunCustomer.objects.filter(run_id=run_id, status=CycleRunCustomer.Status.FAILED).exists()
-            else CycleRun.Status.COMPLETED,
-            finished_at=timezone.now(),
-        )
+        outcome = "failed"
+    if complete:
+        complete_run_if_done(run_id)
+    return outcome
+
+
+def run_counts(run: CycleRun) -> dict[str, int]:
+    """Live progress of a run, counted from its entries (the run row is written once, when the run ends, so
+    concurrent workers never queue on it)."""
+    if run.status != CycleRun.Status.RUNNING:
+        return {"total": run.total_customers, "processed": run.processed_customers,
+                "failed": run.failed_customers, "invoices": run.invoices_created}
+    counts = CycleRunCustomer.objects.filter(run=run).aggregate(
+        processed=Count("pk", filter=~Q(status=CycleRunCustomer.Status.PENDING)),
+        failed=Count("pk", filter=Q(status=CycleRunCustomer.Status.FAILED)),
+        invoices=Sum("invoices_created"),
+    )
+    return {"total": run.total_customers, "processed": counts["processed"], "failed": counts["failed"],
+            "invoices": counts["invoices"] or 0}
+
+
+def complete_run_if_done(run_id: int) -> bool:
+    """Mark the run finished, with its final counts, once no customer is pending (safe to call repeatedly)."""
+    if CycleRunCustomer.objects.filter(run_id=run_id, status=CycleRunCustomer.Status.PENDING).exists():
+        return False
+    run = CycleRun.objects.get(pk=run_id)
+    counts = run_counts(run)
+    return bool(CycleRun.objects.filter(pk=run_id, status=CycleRun.Status.RUNNING).update(
+        status=CycleRun.Status.COMPLETED_WITH_ERRORS if counts["failed"] else CycleRun.Status.COMPLETED,
+        processed_customers=counts["processed"], failed_customers=counts["failed"],
+        invoices_created=counts["invoices"], finished_at=timezone.now(),
+    ))
 
 
 def run_cycle_close_inline(*, now: datetime, actor: Actor, customer_ids: list[int] | None = None) -> CycleRun:
     """A whole close in this process (the management command's --inline, tests and demos)."""
     run = start_cycle_close(now=now, actor=actor, customer_ids=customer_ids, enqueue=False)
-    catalog = CatalogCache()
+    catalog = CatalogCache(for_run=True)
     for customer_id in CycleRunCustomer.objects.filter(run=run).values_list("customer_id", flat=True):
-        try:
-            invoices = close_customer(customer_id, now=now, actor=actor, run=run, catalog=catalog)
-        except (BillingError, IntegrityError, ValueError) as exc:
-            logger.exception("Cycle close of customer %s failed", customer_id)
-            _finish_entry(
-                run.pk, customer_id, failed=True, error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            )
-            continue
-        _finish_entry(run.pk, customer_id, failed=False, invoices=len(invoices))
+        run_customer_close(run.pk, customer_id, actor=actor, run=run, catalog=catalog, complete=False)
+    complete_run_if_done(run.pk)
     run.refresh_from_db()
     return run
 

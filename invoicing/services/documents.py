@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
@@ -86,9 +87,12 @@ def _give_back_discounts(invoice: Invoice) -> None:
             applied = AppliedCoupon.objects.select_for_update().get(pk=entry["source_id"])
             applied.periods_used = max(0, applied.periods_used - 1)
             # Another active application of the same coupon would break the one-active rule: keep this one used.
-            if applied.status == AppliedCoupon.Status.EXHAUSTED and not AppliedCoupon.objects.filter(
-                customer_id=applied.customer_id, coupon_id=applied.coupon_id, status=AppliedCoupon.Status.ACTIVE
-            ).exists():
+            if (
+                applied.status == AppliedCoupon.Status.EXHAUSTED
+                and not AppliedCoupon.objects.filter(
+                    customer_id=applied.customer_id, coupon_id=applied.coupon_id, status=AppliedCoupon.Status.ACTIVE
+                ).exists()
+            ):
                 applied.status = AppliedCoupon.Status.ACTIVE
             applied.save(update_fields=["periods_used", "status", "updated_at"])
         else:
@@ -186,13 +190,14 @@ def save_draft(
     cycle_run_id: int | None = None,
     memo: str = "",
     invoice: Invoice | None = None,
+    hints: Any = None,
 ) -> Invoice:
     """Price the drafts and store them as a draft invoice (a new one, or `invoice` emptied by a refresh), with
     the billed periods it settles. Call inside a transaction: a claim already taken raises IntegrityError."""
     if len(drafts) > MAX_LINES_PER_INVOICE:
         raise BillingError(f"An invoice holds at most {MAX_LINES_PER_INVOICE} lines; got {len(drafts)}.")
     today = customer_today(bill_to, now)
-    inputs = pricing_inputs(bill_to, currency, on=today, lock=True)
+    inputs = pricing_inputs(bill_to, currency, on=today, lock=True, hints=hints)
     priced = price_invoice(drafts, inputs, currency=currency, on=today)
     entity = bill_to.billing_entity
     if invoice is None:
@@ -361,12 +366,16 @@ def _next_number(invoice: Invoice) -> tuple[int, str]:
     """Take the next number of the entity's series: the sequence row stays locked until the transaction ends,
     so concurrent finalizations queue here and a rolled-back one gives its number back."""
     entity = invoice.billing_entity
-    DocumentSequence.objects.bulk_create(
-        [DocumentSequence(billing_entity=entity, kind=DocumentSequence.Kind.INVOICE)], ignore_conflicts=True
-    )
-    sequence = DocumentSequence.objects.select_for_update().get(
+    series = DocumentSequence.objects.select_for_update().filter(
         billing_entity=entity, kind=DocumentSequence.Kind.INVOICE
     )
+    sequence = series.first()
+    if sequence is None:
+        # The entity's first invoice: create the series (a concurrent first finalization may win), then lock it.
+        DocumentSequence.objects.bulk_create(
+            [DocumentSequence(billing_entity=entity, kind=DocumentSequence.Kind.INVOICE)], ignore_conflicts=True
+        )
+        sequence = series.get()
     number = sequence.next_number
     sequence.next_number = number + 1
     sequence.save(update_fields=["next_number"])
@@ -435,6 +444,8 @@ def expire_lots(wallet: Wallet, *, today: date, now: datetime, actor: Actor) -> 
 
 def _top_up_wallet(invoice: Invoice, now: datetime, actor: Actor) -> None:
     """A finalized credit purchase puts its credit in the wallet, once (a unique constraint per invoice)."""
+    if invoice.kind != Invoice.Kind.CREDIT_PURCHASE:
+        return
     for line in invoice.lines.filter(kind=InvoiceLine.Kind.CREDIT_PURCHASE):
         Wallet.objects.bulk_create(
             [Wallet(customer=invoice.customer, currency=invoice.currency)], ignore_conflicts=True
@@ -455,12 +466,18 @@ def _top_up_wallet(invoice: Invoice, now: datetime, actor: Actor) -> None:
         wallet.save(update_fields=["balance", "updated_at"])
 
 
-def finalize_invoice(invoice: Invoice, *, actor: Actor, now: datetime) -> Invoice:
-    """Number, snapshot and freeze a draft. Finalizing an invoice already finalized is refused (409)."""
+def finalize_invoice(
+    invoice: Invoice, *, actor: Actor, now: datetime, locked: bool = False, has_wallet: bool | None = None
+) -> Invoice:
+    """Number, snapshot and freeze a draft. Finalizing an invoice already finalized is refused (409).
+
+    `locked`: the caller created or locked the draft in its own transaction (the cycle close) and passes it as
+    it is; `has_wallet=False`: the caller knows the customer has no prepaid wallet to draw from."""
     from invoicing.tasks import render_invoice_pdf_task
 
     with transaction.atomic():
-        invoice = _lock(invoice)
+        if not locked:
+            invoice = _lock(invoice)
         _require_draft(invoice, "finalize")
         customer = invoice.customer
         today = customer_today(customer, now)
@@ -471,7 +488,9 @@ def finalize_invoice(invoice: Invoice, *, actor: Actor, now: datetime) -> Invoic
         invoice.due_date = today + timedelta(days=customer.effective_payment_terms_days)
         invoice.seller = party_snapshot_for_entity(invoice.billing_entity)
         invoice.buyer = party_snapshot_for_customer(customer)
-        invoice.prepaid_credit_applied = _draw_prepaid_credit(invoice, now, actor, today)
+        invoice.prepaid_credit_applied = (
+            ZERO if has_wallet is False else _draw_prepaid_credit(invoice, now, actor, today)
+        )
         invoice.amount_due = invoice.total - invoice.prepaid_credit_applied
         invoice.status = Invoice.Status.FINALIZED
         invoice.finalized_at = now

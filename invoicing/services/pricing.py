@@ -110,10 +110,12 @@ def coupon_terms(applied: AppliedCoupon, currency: str) -> CouponTerms | None:
 
 
 def pricing_inputs(
-    bill_to: Customer, currency: str, *, on: date, lock: bool = False, rates: list[TaxRateData] | None = None
+    bill_to: Customer, currency: str, *, on: date, lock: bool = False, rates: list[TaxRateData] | None = None,
+    hints: Any = None,
 ) -> PricingInputs:
     """What prices an invoice of `bill_to` besides its lines. With `lock`, the coupons and credits are locked
-    (the close consumes them); a preview reads them without locking."""
+    (the close consumes them); a preview reads them without locking. A cycle run's `hints` (rating.RunHints)
+    skip the reads for customers with no coupon or credit at all."""
     coupons_qs = AppliedCoupon.objects.filter(
         customer=bill_to, status=AppliedCoupon.Status.ACTIVE, coupon__is_active=True
     )
@@ -123,6 +125,12 @@ def pricing_inputs(
     if lock:
         coupons_qs = coupons_qs.select_for_update(of=("self",))
         credits_qs = credits_qs.select_for_update()
+    if hints is not None:
+        rates = hints.tax_rates if rates is None else rates
+        if bill_to.pk not in hints.coupon_customers:
+            coupons_qs = coupons_qs.none()
+        if bill_to.pk not in hints.credit_customers:
+            credits_qs = credits_qs.none()
     coupons = []
     for applied in (
         coupons_qs.select_related("coupon")
