@@ -228,13 +228,14 @@ def billed_subscriptions(
 ) -> list[Subscription]:
     """The subscriptions a customer's invoices carry: its own and those of children invoiced to it. With
     `changes_due_by`, each is annotated `has_due_changes` (a scheduled change effective by that day)."""
+    customer_ids = bill_to_customer_ids(bill_to, catalog)
     rows = (
-        Subscription.objects.filter(
-            customer_id__in=bill_to_customer_ids(bill_to, catalog), status__in=BILLABLE_STATUSES
-        )
-        .select_related("customer", "contract", "plan_version__plan")
+        Subscription.objects.filter(customer_id__in=customer_ids, status__in=BILLABLE_STATUSES)
+        .select_related("plan_version__plan")
         .order_by("start_date", "pk")
     )
+    if len(customer_ids) > 1:
+        rows = rows.select_related("customer")  # children's rows carry their own customer
     if changes_due_by is not None:
         rows = rows.annotate(
             has_due_changes=Exists(
@@ -245,7 +246,11 @@ def billed_subscriptions(
                 )
             )
         )
-    return list(rows)
+    subscriptions = list(rows)
+    for sub in subscriptions:
+        if sub.customer_id == bill_to.pk:
+            sub.customer = bill_to  # the row the caller holds (and may have locked): no join, no second copy
+    return subscriptions
 
 
 def _pauses(changes: list[SubscriptionChange]) -> list[tuple[date, date | None]]:
