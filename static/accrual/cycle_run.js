@@ -71,7 +71,13 @@
         if (data === null) {
           return;
         }
+        var wasRunning = box.dataset.running === "true";
         update(box, data);
+        if (wasRunning && !data.running && box.dataset.reloadOnFinish === "true") {
+          // The run's fields below the bar were rendered while it ran: show its final record.
+          window.location.reload();
+          return;
+        }
         if (data.running) {
           window.setTimeout(function () { poll(box); }, POLL_MS);
         }
@@ -85,6 +91,7 @@
   document.addEventListener("DOMContentLoaded", function () {
     var box = document.getElementById("cycle-run-progress");
     if (box && box.dataset.progressUrl) {
+      box.dataset.reloadOnFinish = box.dataset.running === "true" ? "true" : "false";
       // One fetch even when the page loaded finished, so what is shown is never older than the page.
       poll(box);
     }
