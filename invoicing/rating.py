@@ -916,33 +916,54 @@ class Rater:
                 total += exact
             shortfall = minimum_true_up(total, charge.minimum_amount.amount if charge.minimum_amount else None)
             if shortfall:
-                currency = version.plan.currency
-                product = charge.product or version.plan.product
+                minimum = charge.minimum_amount.amount
                 rating.lines.append(
-                    LineDraft(
-                        kind=K.MINIMUM_TRUE_UP,
-                        description=f"Minimum spend on {charge.display_name or charge.meter.name}",
-                        customer_id=inputs.subscription.customer_id,
-                        currency=currency,
-                        amount=round_money(shortfall, currency),
-                        unit_price=shortfall,
-                        subscription_id=inputs.subscription.pk,
-                        plan_id=version.plan_id,
-                        charge_id=charge.pk,
-                        meter_id=charge.meter_id,
-                        product_id=product.pk,
-                        tax_code=product.tax_code,
-                        period_start=period.start,
-                        period_end=period.end,
-                        explanation={
-                            "timing": ARREARS,
-                            "period": _dates(period),
-                            "minimum": _s(charge.minimum_amount.amount),
+                    self._true_up_line(
+                        inputs,
+                        version,
+                        period,
+                        shortfall,
+                        f"Minimum spend on {charge.display_name or charge.meter.name}",
+                        charge=charge,
+                        detail={
+                            "minimum": _s(minimum),
                             "usage_amount": _s(total),
-                            "formula": f"{_s(charge.minimum_amount.amount)} - {_s(total)}",
+                            "formula": f"{_s(minimum)} - {_s(total)}",
                         },
                     )
                 )
+
+    def _true_up_line(
+        self,
+        inputs: SubscriptionInputs,
+        version: PlanVersion,
+        period: Period,
+        shortfall: Decimal,
+        description: str,
+        *,
+        charge: Charge | None = None,
+        detail: dict[str, str],
+    ) -> LineDraft:
+        """A minimum true-up line of a subscription's period (a charge's minimum, or the plan's)."""
+        currency = version.plan.currency
+        product = (charge.product if charge else None) or version.plan.product
+        return LineDraft(
+            kind=K.MINIMUM_TRUE_UP,
+            description=description,
+            customer_id=inputs.subscription.customer_id,
+            currency=currency,
+            amount=round_money(shortfall, currency),
+            unit_price=shortfall,
+            subscription_id=inputs.subscription.pk,
+            plan_id=version.plan_id,
+            charge_id=charge.pk if charge else None,
+            meter_id=charge.meter_id if charge else None,
+            product_id=product.pk,
+            tax_code=product.tax_code,
+            period_start=period.start,
+            period_end=period.end,
+            explanation={"timing": ARREARS, "period": _dates(period), **detail},
+        )
 
     def _plan_minimum(self, inputs: SubscriptionInputs, period: Period, rating: Rating, start_index: int) -> None:
         version = self._version_on(inputs, _last_day(period))
@@ -963,29 +984,14 @@ class Rater:
         )
         shortfall = minimum - spent
         if shortfall > 0:
-            currency = version.plan.currency
-            product = version.plan.product
             rating.lines.append(
-                LineDraft(
-                    kind=K.MINIMUM_TRUE_UP,
-                    description=f"Minimum commitment of {version.plan.name}",
-                    customer_id=inputs.subscription.customer_id,
-                    currency=currency,
-                    amount=round_money(shortfall, currency),
-                    unit_price=shortfall,
-                    subscription_id=inputs.subscription.pk,
-                    plan_id=version.plan_id,
-                    product_id=product.pk,
-                    tax_code=product.tax_code,
-                    period_start=period.start,
-                    period_end=period.end,
-                    explanation={
-                        "timing": ARREARS,
-                        "period": _dates(period),
-                        "minimum": _s(minimum),
-                        "spent": _s(spent),
-                        "formula": f"{_s(minimum)} - {_s(spent)}",
-                    },
+                self._true_up_line(
+                    inputs,
+                    version,
+                    period,
+                    shortfall,
+                    f"Minimum commitment of {version.plan.name}",
+                    detail={"minimum": _s(minimum), "spent": _s(spent), "formula": f"{_s(minimum)} - {_s(spent)}"},
                 )
             )
 
