@@ -43,9 +43,8 @@ class Billing:
 def build_billing(*, external_id: str = "cus_admin_inv", events: int = 25, grace_days: int = 5) -> Billing:
     """One customer on a plan with a 100.00 monthly base fee and a graduated usage charge (10 units at 1.00
     plus a 5.00 flat fee, then 0.50), subscribed since 1 January 2024 with `events` API calls on 10 January."""
-    from usage.ingestion import clear_caches, ingest_events
+    from usage.ingestion import ingest_events
 
-    clear_caches()  # the ingestion's per-process name cache would still hold a previous test's customer ids
     entity = BillingEntityFactory(timezone="UTC", invoice_grace_days=grace_days)
     customer = CustomerFactory(billing_entity=entity, timezone="UTC", external_id=external_id,
                                name="Invoiced Industries")

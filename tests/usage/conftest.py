@@ -1,4 +1,4 @@
-"""Usage test fixtures: customers and meters to send events for, and an empty lookup cache per test."""
+"""Usage test fixtures: customers and meters to send events for (the empty lookup caches: tests/conftest.py)."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -6,17 +6,6 @@ from typing import Any
 import pytest
 
 from tests.factories import CustomerFactory, MeterFactory
-from usage import ingest_views, ingestion
-
-
-@pytest.fixture(autouse=True)
-def _fresh_ingestion_caches() -> Any:
-    # Ingestion caches customer and meter ids per process; each test's database starts over.
-    ingestion.clear_caches()
-    ingest_views._recent_keys.clear()
-    yield
-    ingestion.clear_caches()
-    ingest_views._recent_keys.clear()
 
 
 @dataclass
