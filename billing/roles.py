@@ -84,6 +84,12 @@ ROLES: tuple[Role, ...] = (
             *model_perms("invoicing", "creditgrant", "add"),
             *model_perms("invoicing", "pendingcharge", "add change delete"),
             *model_perms("invoicing", "installmentplan", "add"),
+            # Receivables: record and match money in; refunds, reversals and credit notes stay with finance admins.
+            *model_perms("invoicing", "payment", "add"),
+            "invoicing.allocate_payment",
+            "invoicing.reconcile_bankstatement",
+            *model_perms("invoicing", "bankstatement", "add"),
+            *model_perms("invoicing", "customerdunningoverride", "add change delete"),
         ),
         denies=("contracts.publish_planversion", "contracts.archive_planversion", "api.*"),
     ),

@@ -37,6 +37,7 @@ from invoicing.models import (
 from invoicing.pdf import party_snapshot_for_customer, party_snapshot_for_entity
 from invoicing.pricing.rounding import round_money
 from invoicing.rating import Claim, LineDraft
+from invoicing.services.payments import settle_after_finalize, settle_before_finalize_save
 from invoicing.services.pricing import PricedInvoice, PricingInputs, price_invoice, pricing_inputs
 
 ZERO = Decimal(0)
@@ -495,8 +496,10 @@ def finalize_invoice(
         invoice.status = Invoice.Status.FINALIZED
         invoice.finalized_at = now
         invoice.grace_until = None
+        settle_before_finalize_save(invoice, actor=actor, now=now)
         invoice.save()
         _top_up_wallet(invoice, now, actor)
+        settle_after_finalize(invoice, actor=actor, now=now)
         record_event(
             invoice,
             "finalized",
@@ -552,6 +555,10 @@ def void_invoice(invoice: Invoice, *, reason: str, actor: Actor, now: datetime) 
         invoice = _lock(invoice)
         if invoice.status not in (Invoice.Status.DRAFT, Invoice.Status.FINALIZED):
             raise InvalidTransition(f"Cannot void invoice {invoice}: it is {invoice.status}.")
+        if invoice.allocations.exists() or invoice.credit_notes_total:
+            raise InvalidTransition(
+                f"Cannot void invoice {invoice}: payments or credit notes are applied to it; issue a credit note."
+            )
         if invoice.kind == Invoice.Kind.CREDIT_PURCHASE and invoice.status == Invoice.Status.FINALIZED:
             _reverse_top_up(invoice, now, actor)
         _release(invoice, now, actor)

@@ -26,6 +26,7 @@ from contracts.services.subscriptions import (
 from customers.models import Customer
 from invoicing.models import BilledPeriod, Invoice
 from invoicing.services.cycle import close_customer
+from invoicing.services.payments import credit_balance
 from tests.factories import (
     BillingEntityFactory,
     ContractFactory,
@@ -59,7 +60,8 @@ def close1(customer: Customer, day: date, actor: Actor, hour: int = 12) -> Invoi
     invoices = close_customer(customer, now=at(day, hour), actor=actor)
     assert len(invoices) == 1, invoices
     [invoice] = invoices
-    assert invoice.status == Invoice.Status.FINALIZED
+    # An invoice that owes nothing (a credit) is settled at finalization: its credit goes to the balance.
+    assert invoice.status == (Invoice.Status.FINALIZED if invoice.amount_due > 0 else Invoice.Status.PAID)
     assert invoice.total == sum((line.amount for line in invoice.lines.all()), D(0))
     return invoice
 
@@ -191,6 +193,7 @@ def test_cancel_now_credits_the_unused_part(customer, actor):
     final = close1(customer, date(2024, 1, 20), actor)
     assert rows(final) == [(CREDIT, D("-38.71"), date(2024, 1, 20), date(2024, 2, 1))]
     assert final.total == D("-38.71")
+    assert (final.status, final.amount_due, credit_balance(customer, "USD")) == (Invoice.Status.PAID, 0, D("38.71"))
     # No fee after the cancellation.
     assert close_customer(customer, now=at(date(2024, 2, 1)), actor=actor) == []
     assert close_customer(customer, now=at(date(2024, 3, 1)), actor=actor) == []

@@ -112,6 +112,8 @@ def make_invoice(
     }
     if status == Invoice.Status.VOID:
         values["voided_at"] = FINALIZED_AT + timedelta(days=1)
+    if status == Invoice.Status.PAID:  # paid in full: the allocations' sum is in amount_paid
+        values["amount_paid"], values["amount_due"] = total - prepaid, D(0)
     values.update(fields)
     # Lines go in while the invoice is a draft: the database refuses to change a finalized invoice's lines.
     final_status = values.pop("status")

@@ -168,7 +168,22 @@ class Invoice(TimestampedModel):
     tax_total = models.DecimalField(**MONEY, default=ZERO)
     total = models.DecimalField(**MONEY, default=ZERO)
     prepaid_credit_applied = models.DecimalField(**MONEY, default=ZERO)
+    amount_paid = models.DecimalField(
+        **MONEY,
+        default=ZERO,
+        help_text="Payments and credit balance applied, net of reversals and refunds (sum of its allocations).",
+    )
+    amount_credited = models.DecimalField(
+        **MONEY,
+        default=ZERO,
+        help_text="Credit notes applied to what it still owed, its own or offset from another invoice's.",
+    )
+    credit_notes_total = models.DecimalField(
+        **MONEY, default=ZERO, help_text="Total of the credit notes issued against it: never above its total."
+    )
     amount_due = models.DecimalField(**MONEY, default=ZERO)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    marked_uncollectible_at = models.DateTimeField(null=True, blank=True)
     tax_breakdown = models.JSONField(default=list, blank=True)
     discount_breakdown = models.JSONField(default=list, blank=True)
     mentions = models.JSONField(default=list, blank=True, help_text="Legal mentions printed on the invoice.")
@@ -190,6 +205,7 @@ class Invoice(TimestampedModel):
         permissions = [
             ("finalize_invoice", "Can finalize invoices"),
             ("void_invoice", "Can void invoices"),
+            ("mark_uncollectible_invoice", "Can mark invoices uncollectible"),
         ]
         indexes = [
             models.Index(fields=["customer", "status"]),
@@ -218,12 +234,28 @@ class Invoice(TimestampedModel):
                 )),
                 name="invoice_total_adds_up",
             ),
+            # DESIGN: amount due = total - prepaid credit - payments - credits (+ refunds, which are negative
+            # allocations inside amount_paid); the two sums are kept equal to the allocations by the services.
             models.CheckConstraint(
                 condition=Q(amount_due__range=(
-                    F("total") - F("prepaid_credit_applied") - SUM_TOLERANCE,
-                    F("total") - F("prepaid_credit_applied") + SUM_TOLERANCE,
+                    F("total") - F("prepaid_credit_applied") - F("amount_paid") - F("amount_credited")
+                    - SUM_TOLERANCE,
+                    F("total") - F("prepaid_credit_applied") - F("amount_paid") - F("amount_credited")
+                    + SUM_TOLERANCE,
                 )),
                 name="invoice_amount_due_adds_up",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["draft", "void"]) | Q(amount_due__gte=0), name="invoice_amount_due_not_negative"
+            ),
+            models.CheckConstraint(condition=~Q(status="paid") | Q(amount_due=0), name="invoice_paid_means_settled"),
+            models.CheckConstraint(
+                condition=Q(credit_notes_total__gte=0)
+                & (Q(credit_notes_total=0) | Q(credit_notes_total__lte=F("total"))),
+                name="invoice_credit_notes_within_total",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_credited__gte=0), name="invoice_amount_credited_not_negative",
             ),
             # Tax may be negative: an invoice made of credits (a cancellation) gives its tax back.
             models.CheckConstraint(

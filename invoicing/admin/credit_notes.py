@@ -1,0 +1,1 @@
+"""credit_notes admin."""
