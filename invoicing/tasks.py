@@ -54,3 +54,65 @@ def render_invoice_pdf_task(invoice_id: int) -> str:
         return "missing"
     store_invoice_pdf(invoice)
     return invoice.pdf_sha256
+
+
+@shared_task(name="invoicing.tasks.render_credit_note_pdf", acks_late=True, max_retries=3, default_retry_delay=30)
+def render_credit_note_pdf_task(credit_note_id: int) -> str:
+    """Render and store an issued credit note's PDF (re-rendering gives the same bytes)."""
+    from invoicing.credit_note_pdf import store_credit_note_pdf
+    from invoicing.models import CreditNote
+
+    note = CreditNote.objects.select_related("billing_entity", "invoice", "offset_invoice").filter(
+        pk=credit_note_id).first()
+    if note is None:
+        return "missing"
+    store_credit_note_pdf(note)
+    return note.pdf_sha256
+
+
+@shared_task(name="invoicing.tasks.charge_invoice", acks_late=True, bind=True, max_retries=6)
+def charge_invoice_task(self, invoice_id: int, attempt: str = "initial") -> str:
+    """Charge a finalized invoice to the customer's saved payment method. When the gateway does not answer,
+    retried with backoff; every try sends the same idempotency key, so the customer is charged once."""
+    from invoicing.gateways import GatewayRetryableError
+    from invoicing.services.charges import charge_invoice
+
+    if not Invoice.objects.filter(pk=invoice_id).exists():
+        return "missing"
+    try:
+        payment = charge_invoice(invoice_id, actor=Actor.system("gateway:charge"), now=timezone.now(),
+                                 attempt=attempt)
+    except GatewayRetryableError as exc:
+        raise self.retry(exc=exc, countdown=min(30 * 2**self.request.retries, 3600)) from exc
+    return "nothing to charge" if payment is None else f"payment {payment.pk} {payment.status}"
+
+
+@shared_task(name="invoicing.tasks.send_gateway_refund", acks_late=True, bind=True, max_retries=6)
+def send_gateway_refund_task(self, refund_id: int) -> str:
+    """Send a pending refund through its payment's gateway (its key is the refund's id: sent once)."""
+    from invoicing.gateways import GatewayRetryableError
+    from invoicing.models import Refund
+    from invoicing.services.charges import send_refund
+
+    if not Refund.objects.filter(pk=refund_id).exists():
+        return "missing"
+    try:
+        refund = send_refund(refund_id, actor=Actor.system("gateway:refund"), now=timezone.now())
+    except GatewayRetryableError as exc:
+        raise self.retry(exc=exc, countdown=min(30 * 2**self.request.retries, 3600)) from exc
+    return f"refund {refund.pk} {refund.status}"
+
+
+@shared_task(name="invoicing.tasks.run_dunning", acks_late=True)
+def run_dunning_task(as_of: str | None = None) -> dict[str, object]:
+    """Beat task (daily): run the dunning steps due as of `as_of` (ISO 8601; default now). Safe to repeat:
+    each step runs once per invoice."""
+    from datetime import UTC, datetime
+
+    from invoicing.services.dunning import run_dunning
+
+    now = datetime.fromisoformat(as_of) if as_of else timezone.now()
+    if timezone.is_naive(now):
+        now = now.replace(tzinfo=UTC)  # a naive moment means UTC, as for the command
+    result = run_dunning(now=now, actor=Actor.system("beat:dunning"))
+    return {"as_of": now.isoformat(), **result.summary()}
