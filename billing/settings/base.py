@@ -121,8 +121,13 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
+# E-mail (dunning reminders and notices, logged as EmailMessage rows): EMAIL_URL picks the backend, e.g.
+# smtp+tls://user:password@smtp.example.com:587 in production, filemail:////var/lib/accrual/mail to keep each
+# message as a file; without it, messages are printed on the console.
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
 vars().update(EMAIL_CONFIG)
+# A dunning step sends while it holds its invoice's lock: a server that does not answer must not hold it long.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@accrual.localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
@@ -155,6 +160,15 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 ACCRUAL_CYCLE_CLOSE_BATCH = env.int("ACCRUAL_CYCLE_CLOSE_BATCH", default=20)
 # A queue of their own lets dedicated workers close cycles; empty: Celery's default queue.
 ACCRUAL_CYCLE_CLOSE_QUEUE = env.str("ACCRUAL_CYCLE_CLOSE_QUEUE", default="")
+
+# Payment gateways (docs/payments-gateways.md). Secrets come from the environment only; no key: no Stripe.
+STRIPE_SECRET_KEY = env.str("STRIPE_SECRET_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env.str("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="") or None  # None: Stripe's own API
+STRIPE_TIMEOUT = env.float("STRIPE_TIMEOUT", default=30.0)
+STRIPE_WEBHOOK_TOLERANCE = env.int("STRIPE_WEBHOOK_TOLERANCE", default=300)
+# Charge a customer's default saved payment method when an invoice is finalized.
+ACCRUAL_AUTO_CHARGE = env.bool("ACCRUAL_AUTO_CHARGE", default=True)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["billing.api.authentication.APIKeyAuthentication"],

@@ -3,9 +3,9 @@ add single endpoints (`urlpatterns`)."""
 
 from typing import Any
 
-from . import bank, credit_notes, dunning, invoices, payments, receivables
+from . import bank, credit_notes, dunning, gateways, invoices, payments, receivables
 
-AREAS = (invoices, payments, credit_notes, dunning, bank, receivables)
+AREAS = (invoices, payments, credit_notes, dunning, bank, receivables, gateways)
 
 urlpatterns = [pattern for area in AREAS for pattern in getattr(area, "urlpatterns", [])]
 
