@@ -115,6 +115,9 @@ class InvoiceSerializer(serializers.ModelSerializer):
     tax_total = DocumentMoneyField()
     total = DocumentMoneyField()
     prepaid_credit_applied = DocumentMoneyField()
+    amount_paid = DocumentMoneyField()
+    amount_credited = DocumentMoneyField()
+    credit_notes_total = DocumentMoneyField()
     amount_due = DocumentMoneyField()
     has_pdf = serializers.SerializerMethodField()
 
@@ -123,8 +126,9 @@ class InvoiceSerializer(serializers.ModelSerializer):
         fields = (
             "id", "number", "status", "kind", "customer", "billing_entity", "currency", "issue_date", "due_date",
             "period_start", "period_end", "grace_until", "subtotal", "discount_total", "tax_total", "total",
-            "prepaid_credit_applied", "amount_due", "memo", "finalized_at", "voided_at", "void_reason",
-            "has_pdf", "created_at", "updated_at",
+            "prepaid_credit_applied", "amount_paid", "amount_credited", "credit_notes_total", "amount_due",
+            "paid_at", "marked_uncollectible_at", "memo", "finalized_at", "voided_at", "void_reason", "has_pdf",
+            "created_at", "updated_at",
         )
         read_only_fields = fields
 

@@ -10,6 +10,8 @@ a payment reversal or refund taking money back off the invoice (negative). Nothi
 mistaken payment is reversed by negative allocations, a refund is its own row.
 """
 
+from decimal import Decimal
+
 from django.db import models
 from django.db.models import Q
 from djmoney.models.fields import CurrencyField
@@ -17,8 +19,13 @@ from simple_history.models import HistoricalRecords
 
 from billing.common import TimestampedModel
 from customers.models import BillingEntity, Customer
+from invoicing.pricing.rounding import currency_exponent
 
 from .invoices import MONEY, ZERO, Invoice
+
+
+def _shown(amount: Decimal, currency: str) -> str:
+    return f"{amount.quantize(Decimal(1).scaleb(-currency_exponent(str(currency))))} {currency}"
 
 
 class PaymentMethod(TimestampedModel):
@@ -123,7 +130,7 @@ class Payment(TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"Payment #{self.pk} {self.amount} {self.currency} ({self.get_method_display()})"
+        return f"Payment #{self.pk} {_shown(self.amount, self.currency)} ({self.get_method_display()})"
 
 
 class CustomerBalance(TimestampedModel):
@@ -242,7 +249,7 @@ class Refund(TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"Refund #{self.pk} {self.amount} {self.currency}"
+        return f"Refund #{self.pk} {_shown(self.amount, self.currency)}"
 
 
 class Allocation(models.Model):

@@ -37,7 +37,7 @@ from invoicing.models import (
 from invoicing.pdf import party_snapshot_for_customer, party_snapshot_for_entity
 from invoicing.pricing.rounding import round_money
 from invoicing.rating import Claim, LineDraft
-from invoicing.services.payments import settle_after_finalize, settle_before_finalize_save
+from invoicing.services.payments import lock_customer, settle_after_finalize, settle_before_finalize_save
 from invoicing.services.pricing import PricedInvoice, PricingInputs, price_invoice, pricing_inputs
 
 ZERO = Decimal(0)
@@ -478,6 +478,9 @@ def finalize_invoice(
 
     with transaction.atomic():
         if not locked:
+            # Customer first, like every receivables write (the settle hooks use its credit balance): taking the
+            # invoice and the number series before it deadlocks with a cycle close of the same customer.
+            lock_customer(Invoice.objects.values_list("customer_id", flat=True).get(pk=invoice.pk))
             invoice = _lock(invoice)
         _require_draft(invoice, "finalize")
         customer = invoice.customer

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Sum
 
@@ -31,6 +32,7 @@ from invoicing.models import (
     Invoice,
     Payment,
     PaymentEvent,
+    PaymentMethod,
     Refund,
 )
 from invoicing.pricing.rounding import currency_exponent
@@ -57,12 +59,33 @@ def money_amount(value: object, currency: str, *, field: str = "amount", allow_z
         raise BillingError("The amount must be a finite number.", field=field)
     if amount < 0 or (amount == 0 and not allow_zero):
         raise BillingError("The amount must be greater than zero.", field=field)
+    # Before quantize: a huge value would overflow the decimal context there instead of being refused.
+    if amount >= Decimal("1e15"):
+        raise BillingError("The amount is too large.", field=field)
     exponent = currency_exponent(currency)
     if amount != amount.quantize(Decimal(1).scaleb(-exponent)):
         raise BillingError(f"{currency} amounts have at most {exponent} decimal places.", field=field)
-    if amount >= Decimal("1e15"):
-        raise BillingError("The amount is too large.", field=field)
     return amount
+
+
+def currency_code(value: object, *, field: str = "currency") -> str:
+    """An ISO 4217 code, upper case ("usd" is USD: it must meet the USD invoices and balance)."""
+    code = str(value or "").strip().upper()
+    try:
+        currency_exponent(code)
+    except ValueError:
+        raise BillingError(f"Unknown currency {value!r}.", field=field) from None
+    return code
+
+
+def _max_length(value: str | None, limit: int, *, field: str) -> None:
+    if value and len(value) > limit:
+        raise BillingError(f"At most {limit} characters.", field=field)
+
+
+def shown(amount: Decimal, currency: str) -> str:
+    """An amount as people read it in a message: the currency's minor unit, then its code."""
+    return f"{amount.quantize(Decimal(1).scaleb(-currency_exponent(str(currency))))} {currency}"
 
 
 def _same_currency(expected: str, got: str, *, field: str) -> None:
@@ -125,7 +148,8 @@ def apply_allocation(
         raise InvalidTransition(f"Invoice {invoice} is {invoice.status}: nothing can be allocated to it.")
     if amount > 0 and amount > invoice.amount_due:
         raise BillingError(
-            f"{amount} is more than the {invoice.amount_due} {invoice.currency} invoice {invoice} still owes.",
+            f"{shown(amount, invoice.currency)} is more than the {shown(invoice.amount_due, invoice.currency)} invoice "
+            f"{invoice} still owes.",
             field="amount",
         )
     allocation = Allocation.objects.create(
@@ -195,7 +219,8 @@ def _move_balance(
     account = _balance_account(customer, currency)
     if account.balance + amount < 0:
         raise BillingError(
-            f"The customer's credit balance is {account.balance} {currency}: {-amount} cannot be taken from it.",
+            f"The customer's credit balance is {shown(account.balance, currency)}: {shown(-amount, currency)} "
+            "cannot be taken from it.",
             field="amount",
         )
     entry = CustomerBalanceTransaction.objects.create(
@@ -261,7 +286,9 @@ def _apply_balance_locked(
         wanted = money_amount(amount, invoice.currency)
         if wanted > available:
             raise BillingError(
-                f"The credit balance is {available} {invoice.currency}, less than {wanted}.", field="amount"
+                f"The credit balance is {shown(available, invoice.currency)}, less than "
+                f"{shown(wanted, invoice.currency)}.",
+                field="amount",
             )
     if wanted <= 0:
         return None
@@ -310,8 +337,10 @@ def record_payment(
     """Record money received. A succeeded payment is allocated as asked (`allocations`) or, with
     `auto_allocate`, to the invoice it names then the oldest open invoices; what is left is the customer's
     credit balance. A repeated `idempotency_key` returns the first payment, whatever else was sent."""
-    currency = str(currency)
+    currency = currency_code(currency)
     amount = money_amount(amount, currency)
+    _max_length(idempotency_key, 200, field="idempotency_key")
+    _max_length(gateway_reference, 100, field="gateway_reference")
     if method not in Payment.Method.values:
         raise BillingError(f"Unknown payment method {method!r}.", field="method")
     if status not in Payment.Status.values or status == Payment.Status.REVERSED:
@@ -319,11 +348,11 @@ def record_payment(
     if idempotency_key:
         existing = Payment.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
-            return existing
+            return _replayed(existing, customer)
     with transaction.atomic():
         customer = lock_customer(customer)
         if idempotency_key and (existing := Payment.objects.filter(idempotency_key=idempotency_key).first()):
-            return existing
+            return _replayed(existing, customer)
         if invoice is not None:
             _same_currency(invoice.currency, currency, field="currency")
             if invoice.customer_id != customer.pk:
@@ -352,6 +381,13 @@ def record_payment(
         elif allocations:
             raise BillingError("Only a succeeded payment can be allocated.", field="allocations")
     return payment
+
+
+def _replayed(existing: Payment, customer: Customer) -> Payment:
+    """A repeated idempotency key returns the first payment, never another customer's."""
+    if existing.customer_id != customer.pk:
+        raise BillingError("This idempotency key was already used for another customer.", field="idempotency_key")
+    return existing
 
 
 def _allocate_new_payment(
@@ -412,13 +448,14 @@ def _allocate_explicitly(
             raise BillingError(f"Invoice {invoice} is {invoice.status}: it owes nothing.", field=f"{field}.invoice")
         if amount > invoice.amount_due:
             raise BillingError(
-                f"{amount} is more than the {invoice.amount_due} invoice {invoice} still owes.",
+                f"{shown(amount, invoice.currency)} is more than the {shown(invoice.amount_due, invoice.currency)} "
+                f"invoice {invoice} still owes.",
                 field=f"{field}.amount",
             )
         total += amount
         if total > available:
             raise BillingError(
-                f"The allocations add up to more than the {available} {payment.currency} available.",
+                f"The allocations add up to more than the {shown(available, payment.currency)} available.",
                 field="allocations",
             )
         apply_allocation(invoice, Allocation.Kind.PAYMENT, amount, actor=actor, now=now, payment=payment)
@@ -555,6 +592,7 @@ def refund_payment(
     latest invoice first (those invoices are due again). A card payment is refunded through its gateway."""
     if not reason.strip():
         raise BillingError("Say why the payment is refunded.", field="reason")
+    _max_length(idempotency_key, 200, field="idempotency_key")
     if idempotency_key and (existing := Refund.objects.filter(idempotency_key=idempotency_key).first()):
         return existing
     with transaction.atomic():
@@ -566,7 +604,9 @@ def refund_payment(
             raise InvalidTransition(f"{payment} is {payment.status}: only a succeeded payment can be refunded.")
         available = refundable(payment)
         if amount > available:
-            raise BillingError(f"Only {available} {payment.currency} of {payment} can be refunded.", field="amount")
+            raise BillingError(
+                f"Only {shown(available, payment.currency)} of {payment} can be refunded.", field="amount"
+            )
         refund = Refund.objects.create(
             customer=customer, currency=payment.currency, amount=amount, source=Refund.Source.PAYMENT,
             status=Refund.Status.PENDING, payment=payment, gateway=payment.gateway,
@@ -599,7 +639,10 @@ def refund_payment(
                 )
                 left -= take
         if left > 0:
-            raise BillingError(f"{payment}'s credit was used elsewhere: {left} cannot be refunded.", field="amount")
+            raise BillingError(
+                f"{payment}'s credit was used elsewhere: {shown(left, payment.currency)} cannot be refunded.",
+                field="amount",
+            )
         record_payment_event(customer, "refund.created", actor, now, payment=payment, refund=refund, amount=amount)
         _send_refund(refund, actor=actor, now=now)
         return refund
@@ -620,14 +663,23 @@ def refund_credit_balance(
     """Pay back credit the customer holds (an overpayment, a credit note credited to the balance)."""
     if not reason.strip():
         raise BillingError("Say why the credit is refunded.", field="reason")
+    _max_length(idempotency_key, 200, field="idempotency_key")
     if idempotency_key and (existing := Refund.objects.filter(idempotency_key=idempotency_key).first()):
         return existing
-    currency = str(currency)
+    currency = currency_code(currency)
     amount = money_amount(amount, currency)
     with transaction.atomic():
         customer = lock_customer(customer)
         if payment is not None:
+            # The money goes back through that payment's instrument: the customer's own, and no more than it took.
+            payment = Payment.objects.select_for_update().get(pk=payment.pk)
+            if payment.customer_id != customer.pk:
+                raise BillingError(f"{payment} is not this customer's.", field="payment")
             _same_currency(currency, payment.currency, field="payment")
+            if amount > refundable(payment):
+                raise BillingError(
+                    f"Only {shown(refundable(payment), currency)} can be refunded through {payment}.", field="amount"
+                )
         refund = Refund.objects.create(
             customer=customer, currency=currency, amount=amount,
             source=Refund.Source.CREDIT_NOTE if credit_note is not None else Refund.Source.CREDIT_BALANCE,
@@ -692,15 +744,32 @@ def mark_refund_failed(
             CustomerBalanceTransaction.objects.filter(refund=refund, kind=CustomerBalanceTransaction.Kind.REFUND)
             .aggregate(s=Sum("amount"))["s"] or ZERO
         )
-        taken_from_invoices = -(Allocation.objects.filter(refund=refund).aggregate(s=Sum("amount"))["s"] or ZERO)
-        restored = taken_from_balance + taken_from_invoices
-        if refund.source == Refund.Source.CREDIT_NOTE and restored == 0:
+        taken = (
+            Allocation.objects.filter(refund=refund).values("invoice").annotate(s=Sum("amount")).order_by("invoice")
+        )
+        restored = taken_from_balance
+        if refund.source == Refund.Source.CREDIT_NOTE and restored == 0 and not taken:
             restored = refund.amount  # a credit note's refund goes back to the customer as credit
+        for row in taken:
+            # Back on the invoice it came off, as the payment's money again (so the payment can be refunded or
+            # reversed later); what that invoice no longer owes (paid meanwhile) becomes credit.
+            invoice = _lock_invoice(row["invoice"])
+            back = min(-row["s"], invoice.amount_due)
+            if back > 0:
+                apply_allocation(
+                    invoice, Allocation.Kind.PAYMENT, back, actor=actor, now=now, payment=refund.payment,
+                    note=f"Refund #{refund.pk} failed: {message}",
+                )
+            restored += -row["s"] - back
         if restored > 0:
             # The money never left: the customer holds it as credit again, applied to open invoices at once.
+            # A credit note's refund only went through the payment's instrument: its credit is the note's, not
+            # the payment's (else reversing that payment would take the note's credit with it).
+            from_note = refund.source == Refund.Source.CREDIT_NOTE
             _move_balance(
                 customer, refund.currency, CustomerBalanceTransaction.Kind.REFUND_FAILED, restored, actor=actor,
-                now=now, payment=refund.payment, refund=refund, note=message[:300],
+                now=now, payment=None if from_note else refund.payment,
+                credit_note=refund.credit_note if from_note else None, refund=refund, note=message[:300],
             )
             for invoice in open_invoices(customer, refund.currency):
                 if credit_balance(customer, refund.currency) <= 0:
@@ -736,14 +805,31 @@ def settle_before_finalize_save(invoice: Invoice, *, actor: Actor, now: datetime
 
 
 def settle_after_finalize(invoice: Invoice, *, actor: Actor, now: datetime) -> None:
-    """Finalization, once the invoice is saved: it takes what the customer's credit balance holds."""
+    """Finalization, once the invoice is saved: it takes what the customer's credit balance holds, and what
+    is left is charged to the customer's default saved payment method after commit (ACCRUAL_AUTO_CHARGE).
+    A negative invoice's credit, just moved to the balance, settles what the customer still owes, oldest first."""
+    if invoice.amount_paid < 0:
+        customer = lock_customer(invoice.customer_id)
+        for owing in open_invoices(customer, invoice.currency):
+            if credit_balance(customer, invoice.currency) <= 0:
+                break
+            _apply_balance_locked(customer, owing, actor=actor, now=now, amount=None)
+        return
     if invoice.status != Invoice.Status.FINALIZED or invoice.amount_due <= 0:
         return
-    if not CustomerBalance.objects.filter(customer_id=invoice.customer_id, currency=invoice.currency,
-                                          balance__gt=0).exists():
+    if CustomerBalance.objects.filter(customer_id=invoice.customer_id, currency=invoice.currency,
+                                      balance__gt=0).exists():
+        customer = lock_customer(invoice.customer_id)
+        _apply_balance_locked(customer, invoice, actor=actor, now=now, amount=None)
+    if invoice.status != Invoice.Status.FINALIZED or invoice.amount_due <= 0:
         return
-    customer = lock_customer(invoice.customer_id)
-    _apply_balance_locked(customer, invoice, actor=actor, now=now, amount=None)
+    if getattr(settings, "ACCRUAL_AUTO_CHARGE", True) and PaymentMethod.objects.filter(
+        customer_id=invoice.customer_id, is_default=True, is_active=True
+    ).exclude(gateway="manual").exists():
+        from invoicing.tasks import charge_invoice_task
+
+        invoice_id = invoice.pk
+        transaction.on_commit(lambda: charge_invoice_task.delay(invoice_id))
 
 
 def mark_uncollectible(invoice: Invoice | int, *, reason: str, actor: Actor, now: datetime) -> Invoice:

@@ -187,13 +187,16 @@ def test_downgrade_applies_at_period_end_before_the_next_fee(customer, actor):
 
 def test_cancel_now_credits_the_unused_part(customer, actor):
     sub = subscribe(customer, version("100.00"), actor, date(2024, 1, 1))
-    close1(customer, date(2024, 1, 1), actor)
+    january = close1(customer, date(2024, 1, 1), actor)
     cancel_subscription(sub, actor=actor, now=at(date(2024, 1, 20)))
     # Served 1 to 19 January: 100 x 19/31 = 61.2903 -> 61.29; credit 100.00 - 61.29 = 38.71 from 20 January.
     final = close1(customer, date(2024, 1, 20), actor)
     assert rows(final) == [(CREDIT, D("-38.71"), date(2024, 1, 20), date(2024, 2, 1))]
     assert final.total == D("-38.71")
-    assert (final.status, final.amount_due, credit_balance(customer, "USD")) == (Invoice.Status.PAID, 0, D("38.71"))
+    # The credit settles what the customer still owes: January's unpaid fee now asks for the days served.
+    january.refresh_from_db()
+    assert (final.status, final.amount_due, credit_balance(customer, "USD")) == (Invoice.Status.PAID, 0, 0)
+    assert (january.status, january.amount_due) == (Invoice.Status.FINALIZED, D("61.29"))
     # No fee after the cancellation.
     assert close_customer(customer, now=at(date(2024, 2, 1)), actor=actor) == []
     assert close_customer(customer, now=at(date(2024, 3, 1)), actor=actor) == []
