@@ -78,6 +78,16 @@ SCHEDULE: tuple[ScheduledTask, ...] = (
         description="Finalizes the draft invoices whose review period is over (number, PDF, immutable).",
         expire_seconds=14 * 60,
     ),
+    ScheduledTask(
+        name="Run dunning",
+        task="invoicing.tasks.run_dunning",
+        when=Daily(hour=9, minute=0),
+        description=(
+            "Runs the dunning steps due today in each customer's timezone (reminders, payment retries, final "
+            "notices, suspensions, write-offs), each once per invoice, and lifts settled suspensions."
+        ),
+        expire_seconds=12 * 3600,
+    ),
 )
 
 
