@@ -33,6 +33,7 @@ from django.db import transaction
 from djmoney.money import Money
 
 from billing.actors import Actor
+from billing.demo_receivables import ReceivablesStory
 from contracts.models import (
     Charge,
     Contract,
@@ -50,7 +51,19 @@ from contracts.periods import add_months
 from contracts.services import catalog, contracts, subscriptions
 from customers import services as customer_services
 from customers.models import BillingEntity, Customer
-from invoicing.models import AppliedCoupon, CreditGrant, Invoice, PendingCharge, TaxRate, Wallet
+from invoicing.models import (
+    AppliedCoupon,
+    BankStatement,
+    BankStatementLine,
+    CreditGrant,
+    CreditNote,
+    DunningAction,
+    Invoice,
+    Payment,
+    PendingCharge,
+    TaxRate,
+    Wallet,
+)
 from invoicing.services import credits
 from invoicing.services.cycle import run_cycle_close_inline
 from invoicing.services.documents import finalize_due_drafts
@@ -81,6 +94,7 @@ class DemoSummary:
     created: bool
     counts: dict[str, int] = field(default_factory=dict)
     subscription_statuses: dict[str, int] = field(default_factory=dict)
+    todays_statement: bytes = b""  # a bank statement paying some open invoices, to import in the admin
 
     def lines(self) -> list[str]:
         if not self.created:
@@ -99,9 +113,11 @@ def load_demo_data(*, now: datetime | None = None) -> DemoSummary:
     with transaction.atomic():
         if demo_data_present():
             return DemoSummary(created=False)
-        _DemoBuilder(now).build()
+        builder = _DemoBuilder(now)
+        builder.build()
     return DemoSummary(
         created=True,
+        todays_statement=builder.todays_statement,
         counts={
             "billing entities": BillingEntity.objects.count(),
             "customers": Customer.objects.count(),
@@ -125,6 +141,12 @@ def load_demo_data(*, now: datetime | None = None) -> DemoSummary:
             "usage events": UsageEvent.objects.count(),
             "invoices": Invoice.objects.count(),
             "finalized invoices": Invoice.objects.exclude(number__isnull=True).count(),
+            "paid invoices": Invoice.objects.filter(status=Invoice.Status.PAID).count(),
+            "payments": Payment.objects.count(),
+            "bank statements": BankStatement.objects.count(),
+            "unmatched bank lines": BankStatementLine.objects.filter(status="unmatched").count(),
+            "credit notes": CreditNote.objects.count(),
+            "dunning actions": DunningAction.objects.count(),
         },
         subscription_statuses=dict(Counter(Subscription.objects.values_list("status", flat=True))),
     )
@@ -292,7 +314,10 @@ class _DemoBuilder:
         self.all_customers()
         self.stories()
         self.invoicing()
+        self.receivables = ReceivablesStory(self)
+        self.receivables.plan(self.close_moments())
         self.run_clock()
+        self.todays_statement = self.receivables.current_statement_csv()
 
     def staff(self) -> None:
         """Two finance users (no password: they exist so the audit trail names people, not only tasks)."""

@@ -90,13 +90,14 @@ ROLES: tuple[Role, ...] = (
             "invoicing.reconcile_bankstatement",
             *model_perms("invoicing", "bankstatement", "add"),
             *model_perms("invoicing", "customerdunningoverride", "add change delete"),
+            "invoicing.export_receivable",  # customer statements to send, aging to chase
         ),
         denies=("contracts.publish_planversion", "contracts.archive_planversion", "api.*"),
     ),
     Role(
         name=REVENUE_ACCOUNTANT,
-        description="Reads everything in the domain apps.",
-        grants=tuple(f"{app}.view_*" for app in DOMAIN_APPS),
+        description="Reads everything in the domain apps; downloads the receivables reports.",
+        grants=(*(f"{app}.view_*" for app in DOMAIN_APPS), "invoicing.export_receivable"),
     ),
     Role(
         name=AUDITOR,

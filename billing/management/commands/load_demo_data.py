@@ -1,7 +1,9 @@
 """Load the demo company (billing/demo.py) into an empty database; a second run does nothing."""
 
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from billing.demo import load_demo_data
@@ -18,3 +20,8 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Demo data loaded:"))
         for line in summary.lines():
             self.stdout.write(f"  {line}")
+        # Today's bank statement: import it in the admin (Bank statements -> Import a statement).
+        path = Path(settings.VAR_DIR) / "demo" / "first-harbor-bank-statement.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(summary.todays_statement)
+        self.stdout.write(f"  today's bank statement to import (format 'First Harbor Bank (USD)'): {path}")
