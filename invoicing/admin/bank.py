@@ -230,7 +230,7 @@ class IgnoreForm(forms.Form):
 
 @admin.register(BankStatementLine)
 class BankStatementLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("booked_on", "amount", "currency", "reference", "counterparty", "status", "customer",
+    list_display = ("booked_on", "shown_amount", "currency", "reference", "counterparty", "status", "customer",
                     "note", "match_link")
     list_filter = (QueueStatusFilter, "format", "currency", "match_method", "booked_on", "statement")
     list_select_related = ("customer",)
@@ -248,6 +248,10 @@ class BankStatementLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def has_reconcile_permission(self, request: HttpRequest) -> bool:
         return _can_reconcile(request)
+
+    @admin.display(description="amount", ordering="amount")
+    def shown_amount(self, line: BankStatementLine) -> str:
+        return format_amount(line.amount, str(line.currency))
 
     @admin.display(description="")
     def match_link(self, line: BankStatementLine) -> str:

@@ -401,7 +401,7 @@ def test_the_customer_autocomplete_and_lists_without_n_plus_one(operator, financ
 
 @pytest.mark.browser
 @pytest.mark.timeout(120)
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_a_new_user_records_a_payment_in_the_browser(live_server, browser_page):  # noqa: F811
     """An operator picks the customer in the autocomplete (the page reloads with its open invoices), types the
     amount and a reference, leaves the table empty and records: the oldest invoice is paid, the rest is credit."""

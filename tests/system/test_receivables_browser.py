@@ -35,7 +35,7 @@ def invoice_for(customer, amount: str, now) -> Invoice:
                                   actor=Actor.system("test"), now=now, finalize=True)
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_finance_admin_reconciles_credits_and_dunns_in_the_browser(live_server, browser_page, tmp_path):
     now = timezone.now()
     entity = BillingEntityFactory(timezone="UTC", invoice_prefix="NB", credit_note_prefix="NBC",
