@@ -324,7 +324,7 @@ class BankStatementLineAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                                           | Q(legal_name__icontains=query)).order_by("name")[:CUSTOMERS_FOUND])
         customer = None
         raw_customer = request.POST.get("customer") or request.GET.get("customer") or ""
-        if raw_customer.isdigit() and len(raw_customer) <= 18:
+        if raw_customer.isdecimal() and len(raw_customer) <= 18:
             customer = customers.filter(pk=int(raw_customer)).first()
         invoices = list(Invoice.objects.filter(customer=customer, currency=line.currency, status__in=OPEN_STATUSES,
                                                amount_due__gt=0).order_by("due_date", "sequence_number", "pk")

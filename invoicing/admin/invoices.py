@@ -24,7 +24,7 @@ from django.utils.html import format_html
 from simple_history.admin import SimpleHistoryAdmin
 
 from billing.actors import Actor
-from billing.admin_tools import ReadOnlyAdminMixin
+from billing.admin_tools import NoRevertHistoryMixin, ReadOnlyAdminMixin
 from customers.admin import SERVICE_ERRORS, HistoryAdmin, action_with_form, adopt, error_text
 from invoicing.admin_preview import upcoming_invoice_view
 from invoicing.models import (
@@ -110,7 +110,7 @@ class VoidForm(forms.Form):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(SimpleHistoryAdmin):
+class InvoiceAdmin(NoRevertHistoryMixin, SimpleHistoryAdmin):
     list_display = ("display_number", "customer", "status", "kind", "issue_date", "due_date", "total", "amount_due",
                     "currency")
     list_display_links = ("display_number",)

@@ -27,7 +27,7 @@ from moneyed import CurrencyDoesNotExist, get_currency
 from simple_history.admin import SimpleHistoryAdmin
 
 from billing.actors import Actor
-from billing.admin_tools import ReadOnlyAdminMixin
+from billing.admin_tools import NoRevertHistoryMixin, ReadOnlyAdminMixin
 from billing.api.fields import format_amount
 from billing.errors import BillingError
 from contracts.selectors import customer_today
@@ -227,7 +227,13 @@ class ReasonForm(forms.Form):
 
 class RefundForm(ReasonForm):
     amount = forms.CharField(max_length=40, widget=forms.TextInput(attrs={"inputmode": "decimal"}))
+    # The page's one-time key: a double submission of the rendered form pays back once.
+    token = forms.RegexField(regex=r"^[0-9a-f]{32}$", widget=forms.HiddenInput, required=False)
     field_order = ("amount", "reason")
+
+    def idempotency_key(self) -> str | None:
+        token = self.cleaned_data.get("token")
+        return f"admin:{token}" if token else None
 
     def __init__(self, *args: Any, currency: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -379,7 +385,7 @@ def _single(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QueryS
 
 
 @admin.register(Payment)
-class PaymentAdmin(SimpleHistoryAdmin):
+class PaymentAdmin(NoRevertHistoryMixin, SimpleHistoryAdmin):
     list_display = ("payment_number", "customer", "received_on", "amount_text", "method", "status", "reference",
                     "created_by")
     list_filter = ("status", "method", "currency", "billing_entity", "received_on")
@@ -485,7 +491,7 @@ class PaymentAdmin(SimpleHistoryAdmin):
 
     def _chosen_customer(self, request: HttpRequest) -> Customer | None:
         raw = request.POST.get("customer") if request.method == "POST" else request.GET.get("customer")
-        if not raw or not str(raw).isdigit():
+        if not raw or not str(raw).isdecimal() or len(str(raw)) > 18:
             return None
         return Customer.objects.select_related("billing_entity").filter(pk=int(raw)).first()
 
@@ -592,12 +598,12 @@ class PaymentAdmin(SimpleHistoryAdmin):
         available = svc.refundable(payment)
         currency = str(payment.currency)
         form = RefundForm(_posted(request), currency=currency,
-                          initial={"amount": format_amount(available, currency)})
+                          initial={"amount": format_amount(available, currency), "token": uuid.uuid4().hex})
         if request.method == "POST" and form.is_valid():
             try:
                 refund = svc.refund_payment(payment, amount=form.cleaned_data["amount"],
                                             reason=form.cleaned_data["reason"], actor=Actor.for_user(request.user),
-                                            now=timezone.now())
+                                            now=timezone.now(), idempotency_key=form.idempotency_key())
             except SERVICE_ERRORS as exc:
                 _add_service_error(form, exc)
             else:
@@ -709,12 +715,13 @@ class CustomerBalanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         balance = self._balance(balance_id, self.has_refund_permission(request))
         currency = str(balance.currency)
         form = RefundForm(_posted(request), currency=currency,
-                          initial={"amount": format_amount(balance.balance, currency)})
+                          initial={"amount": format_amount(balance.balance, currency), "token": uuid.uuid4().hex})
         if request.method == "POST" and form.is_valid():
             try:
                 refund = svc.refund_credit_balance(
                     balance.customer, currency=currency, amount=form.cleaned_data["amount"],
                     reason=form.cleaned_data["reason"], actor=Actor.for_user(request.user), now=timezone.now(),
+                    idempotency_key=form.idempotency_key(),
                 )
             except SERVICE_ERRORS as exc:
                 _add_service_error(form, exc)
@@ -737,7 +744,7 @@ class CustomerBalanceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdminMixin, SimpleHistoryAdmin):
+class RefundAdmin(NoRevertHistoryMixin, ReadOnlyAdminMixin, SimpleHistoryAdmin):
     list_display = ("refund_number", "customer", "refunded_on", "amount_text", "source", "status", "payment",
                     "created_by")
     list_filter = ("status", "source", "currency", "refunded_on")

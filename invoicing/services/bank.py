@@ -144,7 +144,7 @@ class _FileProblem(Exception):
 def _column_index(fmt: BankStatementFormat, header: list[str] | None, role: str, name: str,
                   header_line: int) -> int | RowError:
     if header is None:
-        if not name.strip().isdigit() or int(name) < 1:
+        if not name.strip().isdecimal() or int(name) < 1:
             return RowError(None, name, f"The format has no header row, so its {role} column must be a position "
                                         "(1 for the first column).")
         return int(name) - 1
@@ -187,7 +187,7 @@ def format_problems(fmt: BankStatementFormat) -> list[RowError]:
         problems.append(RowError(None, None, f"The format's encoding {fmt.encoding!r} is not one Python knows."))
     if not fmt.has_header:
         for role, name in _configured_columns(fmt).items():
-            if not name.strip().isdigit() or int(name) < 1:
+            if not name.strip().isdecimal() or int(name) < 1:
                 problems.append(RowError(None, name, f"Without a header row, the {role} column must be a position "
                                                      "(1 for the first column)."))
     return problems

@@ -2,6 +2,7 @@
 allocate, reverse and refund it, apply or refund the credit balance; every page checked by role, every bad input
 shown on its field with nothing written."""
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -438,3 +439,28 @@ def test_a_new_user_records_a_payment_in_the_browser(live_server, browser_page):
     page.screenshot(path=str(RESULTS_DIR / "record-payment-done.png"), full_page=True)
     assert state(oldest) == ("paid", Decimal("0.00")) and state(newer) == ("finalized", Decimal("230.00"))
     assert Payment.objects.get().reference == "WIRE 7781"
+
+
+def test_a_refund_page_submitted_twice_pays_back_once(finance, books):
+    record_form(finance, books.customer, amount="150.00", **{f"invoice_{books.inv1.pk}": "100.00"})
+    payment = Payment.objects.get()
+    url = payment_url(payment, "refund")
+    token = finance.get(url).context["form"]["token"].value()
+    assert re.fullmatch(r"[0-9a-f]{32}", token)
+    for _ in range(2):  # a double click, or the browser resending the form
+        finance.post(url, {"amount": "20.00", "reason": "Asked", "token": token})
+    assert [r.amount for r in Refund.objects.all()] == [Decimal("20.00")]
+
+
+def test_history_of_money_records_cannot_be_reverted(finance, books):
+    """simple-history's revert (a POST to a version's page) would write an old row back past the services."""
+    record_form(finance, books.customer, amount="100.00", **{f"invoice_{books.inv1.pk}": "100.00"})
+    payment = Payment.objects.get()
+    for model, obj in (("payment", payment), ("invoice", books.inv1)):
+        version = obj.history.order_by("history_id").first()
+        url = reverse(f"admin:invoicing_{model}_simple_history", args=[obj.pk, version.history_id])
+        assert finance.get(url).status_code == 200
+        assert finance.post(url, {}).status_code == 403
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.SUCCEEDED
+    assert state(books.inv1) == ("paid", Decimal("0.00"))
