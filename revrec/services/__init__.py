@@ -1,0 +1,1 @@
+"""Revenue recognition and ledger services (writes). Reports and lookups are in revrec.selectors."""

@@ -1,0 +1,151 @@
+"""Steps 1 to 4 for a finalized invoice: find (or open) the revenue contract of each line, identify its
+performance obligation, take the transaction price (net of discounts, before tax) and allocate it by
+relative standalone selling price. Called by the invoice posting, in its transaction."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from invoicing.models import Invoice, InvoiceLine
+from revrec.arithmetic import ObligationPrice, allocate_transaction_price, ssp_for_period
+from revrec.models import PerformanceObligation, ProductRevenueRule, RevenueContract, StandaloneSellingPrice
+
+ZERO = Decimal("0")
+Kind = PerformanceObligation.Kind
+Pattern = PerformanceObligation.Pattern
+Line = InvoiceLine.Kind
+
+# Variable consideration billed as the customer uses the service: recognised as invoiced (ASC 606-10-55-18).
+USAGE_LINES = {Line.USAGE, Line.LATE_USAGE, Line.MINIMUM_TRUE_UP, Line.COMMITMENT_TRUE_UP}
+# Not revenue: a prepayment, a liability until the credits are used or expire.
+PREPAYMENT_LINES = {Line.CREDIT_PURCHASE}
+
+
+def line_net(line: InvoiceLine) -> Decimal:
+    return line.amount - line.discount_amount
+
+
+def revenue_lines(invoice: Invoice) -> list[InvoiceLine]:
+    return [line for line in invoice.lines.all() if line.kind not in PREPAYMENT_LINES]
+
+
+def revenue_contract_for(invoice: Invoice, line: InvoiceLine, *, now: datetime) -> RevenueContract:
+    """The line's revenue contract, locked: its customer contract's, or the invoice's own."""
+    contract_id = line.subscription.contract_id if line.subscription_id else None
+    if contract_id is not None:
+        contract, _ = RevenueContract.objects.get_or_create(
+            contract_id=contract_id,
+            defaults={
+                "billing_entity_id": invoice.billing_entity_id,
+                "customer_id": line.subscription.customer_id,
+                "reference": f"RC-{line.subscription.contract.reference}",
+                "currency": invoice.currency,
+                "created_at": now,
+            },
+        )
+    else:
+        contract, _ = RevenueContract.objects.get_or_create(
+            invoice=invoice,
+            defaults={
+                "billing_entity_id": invoice.billing_entity_id,
+                "customer_id": invoice.customer_id,
+                "reference": f"RC-{invoice.number}",
+                "currency": invoice.currency,
+                "created_at": now,
+            },
+        )
+    return RevenueContract.objects.select_for_update().get(pk=contract.pk)
+
+
+def find_ssp(product_id: int | None, currency: str, on: date) -> StandaloneSellingPrice | None:
+    if product_id is None:
+        return None
+    return (
+        StandaloneSellingPrice.objects.filter(product_id=product_id, currency=currency, effective_from__lte=on)
+        .order_by("-effective_from")
+        .first()
+    )
+
+
+@dataclass
+class Identified:
+    obligation: PerformanceObligation
+    price: ObligationPrice
+
+
+def identify(invoice: Invoice, line: InvoiceLine, contract: RevenueContract, *, now: datetime) -> Identified:
+    """Step 2 for one line: what it promises, how it is recognised, and its SSP."""
+    net = line_net(line)
+    has_period = bool(line.period_start and line.period_end and line.period_end > line.period_start)
+    product_id = line.product_id
+    obligation = PerformanceObligation(
+        revenue_contract=contract,
+        invoice_line=line,
+        product_id=product_id,
+        description=line.description[:300],
+        quantity=line.quantity,
+        billed_amount=net,
+        created_at=now,
+    )
+    if line.kind in USAGE_LINES:
+        obligation.kind, obligation.pattern = Kind.USAGE, Pattern.AS_INVOICED
+        obligation.service_start, obligation.service_end = line.period_start, line.period_end
+        obligation.ssp, obligation.ssp_source = net, "variable consideration (usage)"
+        return Identified(obligation, ObligationPrice(ssp=net, list_amount=net, variable=net))
+    if has_period:
+        obligation.kind, obligation.pattern = Kind.SUBSCRIPTION, Pattern.RATABLE
+        obligation.service_start, obligation.service_end = line.period_start, line.period_end
+    else:
+        obligation.kind, obligation.pattern = Kind.ONE_TIME, Pattern.POINT_IN_TIME
+        rule = ProductRevenueRule.objects.filter(product_id=product_id).first() if product_id else None
+        if rule is not None and rule.one_time == ProductRevenueRule.OneTime.ON_DELIVERY:
+            obligation.status = PerformanceObligation.Status.AWAITING_DELIVERY
+        else:
+            obligation.satisfied_on = invoice.issue_date
+    if net < 0:
+        # A credit for unused time or a refund of a fee belongs to the time it credits: it keeps its amount.
+        obligation.ssp, obligation.ssp_source = net, "credit line (kept as billed)"
+        return Identified(obligation, ObligationPrice(ssp=net, list_amount=net, variable=net))
+    row = find_ssp(product_id, invoice.currency, line.period_start or invoice.issue_date)
+    if row is None:
+        obligation.ssp, obligation.ssp_source = line.amount, "list price"
+        return Identified(obligation, ObligationPrice(ssp=line.amount, list_amount=net))
+    if row.is_uncertain:
+        obligation.ssp_source = f"residual approach (SSP #{row.pk})"
+        return Identified(obligation, ObligationPrice(ssp=None, list_amount=net))
+    ssp = ssp_for_period(row.price, row.per, line.quantity, obligation.service_start, obligation.service_end)
+    obligation.ssp, obligation.ssp_source = ssp.quantize(Decimal("0.0001")), f"SSP #{row.pk} ({row.get_per_display()})"
+    return Identified(obligation, ObligationPrice(ssp=ssp, list_amount=net))
+
+
+def create_obligations(invoice: Invoice, *, now: datetime) -> dict[RevenueContract, list[PerformanceObligation]]:
+    """Steps 1-4 for a finalized invoice: the obligations of its revenue lines per revenue contract, each
+    group's transaction price (its lines net of discounts, before tax) allocated by relative SSP."""
+    groups: dict[int, tuple[RevenueContract, list[Identified]]] = {}
+    for line in revenue_lines(invoice):
+        contract = revenue_contract_for(invoice, line, now=now)
+        groups.setdefault(contract.pk, (contract, []))[1].append(identify(invoice, line, contract, now=now))
+    result: dict[RevenueContract, list[PerformanceObligation]] = defaultdict(list)
+    for contract, identified in groups.values():
+        price = sum((item.obligation.billed_amount for item in identified), ZERO)
+        allocation = allocate_transaction_price(price, [item.price for item in identified], invoice.currency)
+        for item, allocated, ssp in zip(identified, allocation.prices, allocation.ssps, strict=True):
+            item.obligation.allocated_price = allocated
+            if item.price.ssp is None:
+                item.obligation.ssp = ssp.quantize(Decimal("0.0001"))
+        obligations = PerformanceObligation.objects.bulk_create([item.obligation for item in identified])
+        contract.transaction_price += price
+        contract.save(update_fields=["transaction_price"])
+        result[contract] = obligations
+    return result
+
+
+def recognised_at_posting(obligation: PerformanceObligation, posted_on: date) -> Decimal:
+    """What an obligation recognises the moment its invoice is posted: usage in full (as invoiced), a
+    delivered one-time item in full; ratable terms wait for the daily run."""
+    if obligation.pattern == Pattern.AS_INVOICED:
+        return obligation.allocated_price
+    if obligation.pattern == Pattern.POINT_IN_TIME and obligation.satisfied_on is not None:
+        return obligation.allocated_price if obligation.satisfied_on <= posted_on else ZERO
+    return ZERO
