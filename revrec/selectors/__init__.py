@@ -1,0 +1,1 @@
+"""Reads of revenue and ledger data: reports, checklists, lookups."""
