@@ -3,6 +3,7 @@
 from revrec.models.ledger import Account, AccountingPeriod, JournalEntry, JournalLine, PostedSource
 from revrec.models.revenue import (
     ContractModification,
+    ObligationAdjustment,
     PerformanceObligation,
     ProductRevenueRule,
     Recognition,
@@ -17,6 +18,7 @@ __all__ = [
     "ContractModification",
     "JournalEntry",
     "JournalLine",
+    "ObligationAdjustment",
     "PerformanceObligation",
     "PostedSource",
     "ProductRevenueRule",

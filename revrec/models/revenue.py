@@ -150,6 +150,7 @@ class PerformanceObligation(models.Model):
         null=True, blank=True, help_text="Point in time: the day it was delivered (or the milestone reached)."
     )
     billed_amount = models.DecimalField(**MONEY, default=ZERO, help_text="Its line's amount net of discount.")
+    billed_on = models.DateField(help_text="The date its invoice was posted in the ledger.")
     ssp = models.DecimalField(**MONEY, default=ZERO, help_text="Standalone selling price of what it promises.")
     ssp_source = models.CharField(max_length=120, blank=True, help_text="Which SSP row or list price it came from.")
     allocated_price = models.DecimalField(**MONEY, default=ZERO)
@@ -181,6 +182,36 @@ class PerformanceObligation(models.Model):
     @property
     def remaining(self) -> Decimal:
         return self.allocated_price - self.recognized_amount
+
+
+class ObligationAdjustment(models.Model):
+    """A later change to what an obligation bills or is allocated (a credit note, a void, a modification):
+    with the obligation's first figures and its Recognition rows, the position of any day can be rebuilt,
+    which is how the deferred revenue roll-forward is reconciled with the ledger."""
+
+    class Kind(models.TextChoices):
+        CREDIT_NOTE = "credit_note", "Credit note"
+        VOID = "void", "Invoice voided"
+        MODIFICATION = "modification", "Contract modification"
+
+    obligation = models.ForeignKey(PerformanceObligation, on_delete=models.PROTECT, related_name="adjustments")
+    revenue_contract = models.ForeignKey(RevenueContract, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=14, choices=Kind.choices)
+    effective_on = models.DateField(help_text="The ledger date of the entry that recorded it.")
+    billed_delta = models.DecimalField(**MONEY, default=ZERO)
+    allocated_delta = models.DecimalField(**MONEY, default=ZERO)
+    entry = models.ForeignKey("revrec.JournalEntry", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    source_key = models.CharField(max_length=120, help_text="The credit note, void or modification.")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["effective_on", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["obligation", "source_key"], name="obligation_adjustment_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.obligation_id} {self.kind} {self.effective_on}"
 
 
 class Recognition(models.Model):

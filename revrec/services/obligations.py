@@ -74,7 +74,8 @@ class Identified:
     price: ObligationPrice
 
 
-def identify(invoice: Invoice, line: InvoiceLine, contract: RevenueContract, *, now: datetime) -> Identified:
+def identify(invoice: Invoice, line: InvoiceLine, contract: RevenueContract, *, billed_on: date,
+             now: datetime) -> Identified:
     """Step 2 for one line: what it promises, how it is recognised, and its SSP."""
     net = line_net(line)
     has_period = bool(line.period_start and line.period_end and line.period_end > line.period_start)
@@ -86,6 +87,7 @@ def identify(invoice: Invoice, line: InvoiceLine, contract: RevenueContract, *, 
         description=line.description[:300],
         quantity=line.quantity,
         billed_amount=net,
+        billed_on=billed_on,
         created_at=now,
     )
     if line.kind in USAGE_LINES:
@@ -119,13 +121,16 @@ def identify(invoice: Invoice, line: InvoiceLine, contract: RevenueContract, *, 
     return Identified(obligation, ObligationPrice(ssp=ssp, list_amount=net))
 
 
-def create_obligations(invoice: Invoice, *, now: datetime) -> dict[RevenueContract, list[PerformanceObligation]]:
+def create_obligations(
+    invoice: Invoice, *, billed_on: date, now: datetime
+) -> dict[RevenueContract, list[PerformanceObligation]]:
     """Steps 1-4 for a finalized invoice: the obligations of its revenue lines per revenue contract, each
     group's transaction price (its lines net of discounts, before tax) allocated by relative SSP."""
     groups: dict[int, tuple[RevenueContract, list[Identified]]] = {}
     for line in revenue_lines(invoice):
         contract = revenue_contract_for(invoice, line, now=now)
-        groups.setdefault(contract.pk, (contract, []))[1].append(identify(invoice, line, contract, now=now))
+        identified = identify(invoice, line, contract, billed_on=billed_on, now=now)
+        groups.setdefault(contract.pk, (contract, []))[1].append(identified)
     result: dict[RevenueContract, list[PerformanceObligation]] = defaultdict(list)
     for contract, identified in groups.values():
         price = sum((item.obligation.billed_amount for item in identified), ZERO)

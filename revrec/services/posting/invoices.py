@@ -15,6 +15,7 @@ from revrec.models import JournalEntry, PerformanceObligation, Recognition, Reve
 from revrec.services.chart import Chart
 from revrec.services.journal import Posting, credit, debit, post_entry
 from revrec.services.obligations import PREPAYMENT_LINES, create_obligations, line_net, recognised_at_posting
+from revrec.services.periods import posting_period
 
 ZERO = Decimal("0")
 
@@ -56,6 +57,7 @@ def post_invoice(invoice: Invoice, *, chart: Chart, actor: Actor, now: datetime)
         raise ValueError(f"Invoice {invoice} is not finalized: only finalized invoices are posted.")
     with transaction.atomic():
         customer_id = invoice.customer_id
+        billed_on = posting_period(invoice.billing_entity_id, invoice.issue_date)[1]
         lines = list(invoice.lines.all())
         postings: list[Posting] = [
             debit("receivable", invoice.total - invoice.prepaid_credit_applied, customer_id=customer_id),
@@ -73,7 +75,7 @@ def post_invoice(invoice: Invoice, *, chart: Chart, actor: Actor, now: datetime)
         contracts: list[RevenueContract] = []
 
         def revenue_side() -> list[Posting]:
-            for contract, obligations in create_obligations(invoice, now=now).items():
+            for contract, obligations in create_obligations(invoice, billed_on=billed_on, now=now).items():
                 billed = sum((o.billed_amount for o in obligations), ZERO)
                 now_recognised = [(o, recognised_at_posting(o, invoice.issue_date)) for o in obligations]
                 by_product: dict[int | None, Decimal] = {}
