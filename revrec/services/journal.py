@@ -102,15 +102,17 @@ def post_entry(
     actor: Actor,
     now: datetime,
     claims: Sequence[str] = (),
+    claim_source: bool = True,
     **links: object,
 ) -> JournalEntry | None:
     """Post one balanced entry for the event `source_key` (and claim `claims`, the rows it accounts for).
     Returns None when everything nets to zero (the sources are still marked posted). Must run inside a
     transaction; raises AlreadyPosted when another posting got there first. `postings` may be a function,
-    called once the claim is won, for rules that create rows (obligations) as they compute the entry."""
+    called once the claim is won, for rules that create rows (obligations) as they compute the entry.
+    `claim_source=False`: the caller already claimed `source_key` (and links the claim to the entry)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("post_entry must run inside a transaction")
-    sources = claim([source_key, *claims], now=now)
+    sources = claim([source_key, *claims] if claim_source else list(claims), now=now) if claim_source or claims else []
     lines = net_lines(chart, list(postings() if callable(postings) else postings))
     if not lines:
         return None

@@ -144,13 +144,3 @@ def create_obligations(
         contract.save(update_fields=["transaction_price"])
         result[contract] = obligations
     return result
-
-
-def recognised_at_posting(obligation: PerformanceObligation, posted_on: date) -> Decimal:
-    """What an obligation recognises the moment its invoice is posted: usage in full (as invoiced), a
-    delivered one-time item in full; ratable terms wait for the daily run."""
-    if obligation.pattern == Pattern.AS_INVOICED:
-        return obligation.allocated_price
-    if obligation.pattern == Pattern.POINT_IN_TIME and obligation.satisfied_on is not None:
-        return obligation.allocated_price if obligation.satisfied_on <= posted_on else ZERO
-    return ZERO

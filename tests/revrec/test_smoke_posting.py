@@ -24,14 +24,18 @@ def test_invoice_posts_once_and_balances(actor, now):
     ], actor=actor, now=now, finalize=True)
     chart = Chart.load(entity)
     entry = post_invoice(invoice, chart=chart, actor=actor, now=now)
+    # Issued on 15 January: 14 of January's 31 days are already earned (100 x 14/31 = 45.16), recognised on
+    # the 14th (a contract asset until the invoice bills it on the 15th); the set-up is delivered on the 15th.
     lines = {(line.account.role, line.debit, line.credit) for line in entry.lines.select_related("account")}
-    assert ("receivable", invoice.total, D(0)) in lines
-    assert ("revenue", D(0), D("50.00")) in lines
-    assert ("deferred_revenue", D(0), D("100.00")) in lines
+    assert lines == {("receivable", D("150.00"), D(0)), ("contract_asset", D(0), D("45.16")),
+                     ("deferred_revenue", D(0), D("104.84"))}
+    earned = JournalEntry.objects.filter(kind="recognition").order_by("entry_date")
+    assert [(e.entry_date, e.total) for e in earned] == [
+        (date(2024, 1, 14), D("45.16")), (date(2024, 1, 15), D("50.00"))]
     assert PerformanceObligation.objects.count() == 2
     with pytest.raises(AlreadyPosted):
         post_invoice(invoice, chart=chart, actor=actor, now=now)
-    assert JournalEntry.objects.count() == 1
+    assert JournalEntry.objects.count() == 3
 
 
 @pytest.mark.django_db(transaction=True)
@@ -44,10 +48,11 @@ def test_recognition_through_month_end(actor, now):
         ManualLine("Subscription Jan", D("100.00"), period_start=date(2024, 1, 1), period_end=date(2024, 2, 1)),
     ], actor=actor, now=now, finalize=True)
     post_invoice(invoice, chart=Chart.load(entity), actor=actor, now=now)
-    first = recognize_through(date(2024, 1, 14), actor=actor, now=now)
-    assert first.amounts == {"USD": D("45.16")}  # 100 x 14 / 31
-    again = recognize_through(date(2024, 1, 14), actor=actor, now=now)
+    # Posted on the 15th with 14 days earned (45.16); the 15th itself: round(100 x 15/31) - 45.16 = 3.23.
+    first = recognize_through(date(2024, 1, 15), actor=actor, now=now)
+    assert first.amounts == {"USD": D("3.23")}
+    again = recognize_through(date(2024, 1, 15), actor=actor, now=now)
     assert again.obligations == 0
     rest = recognize_through(date(2024, 2, 5), actor=actor, now=now)
-    assert rest.amounts == {"USD": D("54.84")}
+    assert rest.amounts == {"USD": D("51.61")}
     assert PerformanceObligation.objects.get().status == "complete"
