@@ -222,6 +222,7 @@ class Recognition(models.Model):
         SCHEDULED = "scheduled", "Scheduled"
         CATCH_UP = "catch_up", "Cumulative catch-up"
         CREDIT_NOTE = "credit_note", "Credit note"
+        VOID = "void", "Invoice voided (reversed)"
 
     obligation = models.ForeignKey(PerformanceObligation, on_delete=models.PROTECT, related_name="recognitions")
     revenue_contract = models.ForeignKey(RevenueContract, on_delete=models.PROTECT, related_name="+")

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from invoicing.models import Invoice, InvoiceLine
-from revrec.arithmetic import ObligationPrice, allocate_transaction_price, ssp_for_period
+from revrec.arithmetic import AllocationError, ObligationPrice, allocate_transaction_price, ssp_for_period
 from revrec.models import PerformanceObligation, ProductRevenueRule, RevenueContract, StandaloneSellingPrice
 
 ZERO = Decimal("0")
@@ -129,12 +129,24 @@ def create_obligations(
     groups: dict[int, tuple[RevenueContract, list[Identified]]] = {}
     for line in revenue_lines(invoice):
         contract = revenue_contract_for(invoice, line, now=now)
+        # One instance per contract: the posting moves its running totals line after line.
+        contract = groups[contract.pk][0] if contract.pk in groups else contract
         identified = identify(invoice, line, contract, billed_on=billed_on, now=now)
         groups.setdefault(contract.pk, (contract, []))[1].append(identified)
     result: dict[RevenueContract, list[PerformanceObligation]] = defaultdict(list)
     for contract, identified in groups.values():
         price = sum((item.obligation.billed_amount for item in identified), ZERO)
-        allocation = allocate_transaction_price(price, [item.price for item in identified], invoice.currency)
+        try:
+            allocation = allocate_transaction_price(price, [item.price for item in identified], invoice.currency)
+        except AllocationError:
+            # The residual approach leaves nothing (observable SSPs exceed the price): it does not apply,
+            # so the uncertain SSPs are estimated at their list prices instead, and the source says so.
+            for item in identified:
+                if item.price.ssp is None:
+                    item.price = ObligationPrice(ssp=abs(item.price.list_amount), list_amount=item.price.list_amount)
+                    item.obligation.ssp = abs(item.price.list_amount)
+                    item.obligation.ssp_source = "residual not applicable: list price"
+            allocation = allocate_transaction_price(price, [item.price for item in identified], invoice.currency)
         for item, allocated, ssp in zip(identified, allocation.prices, allocation.ssps, strict=True):
             item.obligation.allocated_price = allocated
             if item.price.ssp is None:

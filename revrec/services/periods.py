@@ -3,7 +3,7 @@ period is posted on the first day of the next open one (a correction, never a ch
 
 from datetime import date, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 
 from customers.models import BillingEntity
 from revrec.models import AccountingPeriod
@@ -38,7 +38,19 @@ def posting_period(entity: BillingEntity | int, day: date) -> tuple[AccountingPe
     dated that period's first day."""
     period = period_for(entity, day)
     posted_on = day
-    while not period.is_open:
+    while not _open_for_posting(period):
         posted_on = period.end_date
         period = period_for(entity, posted_on)
     return period, posted_on
+
+
+def _open_for_posting(period: AccountingPeriod) -> bool:
+    """The period's status read under a share lock (PostgreSQL), held to the end of the posting's
+    transaction: a close in progress is waited for, then seen, so the entry moves to the next period
+    instead of failing on the closed one."""
+    if connection.vendor != "postgresql" or not transaction.get_connection().in_atomic_block:
+        return period.is_open
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT status FROM revrec_accountingperiod WHERE id = %s FOR SHARE", [period.pk])
+        row = cursor.fetchone()
+    return row is not None and row[0] == AccountingPeriod.Status.OPEN
