@@ -88,6 +88,23 @@ SCHEDULE: tuple[ScheduledTask, ...] = (
         ),
         expire_seconds=12 * 3600,
     ),
+    ScheduledTask(
+        name="Post pending documents to the ledger",
+        task="revrec.tasks.post_pending_documents",
+        when=Every(minutes=15),
+        description="Posts every finalized invoice, payment, credit note, refund and write-off not yet in the ledger.",
+        expire_seconds=14 * 60,
+    ),
+    ScheduledTask(
+        name="Recognise revenue",
+        task="revrec.tasks.recognize_revenue_daily",
+        when=Daily(hour=2, minute=30),
+        description=(
+            "Posts pending documents, then recognises each billing entity's revenue through yesterday in the "
+            "entity's timezone (one journal entry per entity and currency, recorded as a recognition run)."
+        ),
+        expire_seconds=12 * 3600,
+    ),
 )
 
 
