@@ -19,10 +19,11 @@ def _app_urls() -> list:
     from contracts import api as contracts_api
     from customers import api as customers_api
     from invoicing import api as invoicing_api
+    from revrec import api as revrec_api
     from usage import api as usage_api
 
     extra: list = []
-    for module in (customers_api, contracts_api, usage_api, invoicing_api):
+    for module in (customers_api, contracts_api, usage_api, invoicing_api, revrec_api):
         module.register(router)
         extra.extend(getattr(module, "urlpatterns", []))
     return extra
