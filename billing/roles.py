@@ -48,6 +48,17 @@ class Role:
         return {key for key in permission_keys if self.matches(key)}
 
 
+# What a revenue accountant does beyond reading: the books of revenue recognition.
+REVENUE_ACCOUNTANT_REVREC: tuple[str, ...] = (
+    *model_perms("revrec", "account", "add change"),
+    *model_perms("revrec", "standalonesellingprice", "add change"),
+    *model_perms("revrec", "productrevenuerule", "add change"),
+    *model_perms("revrec", "contractmodification", "add change"),
+    "revrec.change_performanceobligation",  # mark delivered
+    "revrec.close_accountingperiod",
+    "revrec.run_recognition",
+)
+
 ROLES: tuple[Role, ...] = (
     Role(
         name=FINANCE_ADMIN,
@@ -58,7 +69,8 @@ ROLES: tuple[Role, ...] = (
         name=BILLING_OPERATOR,
         description=(
             "Customers, contacts, contracts and subscriptions (edit and lifecycle actions); "
-            "reads the catalog and meters. No API keys, no plan publishing."
+            "reads the catalog and meters, and the ledger and revenue reports (to see what its invoices and "
+            "payments posted). No API keys, no plan publishing, no revenue downloads, runs or closes."
         ),
         grants=(
             "customers.view_*",
@@ -91,13 +103,25 @@ ROLES: tuple[Role, ...] = (
             *model_perms("invoicing", "bankstatement", "add"),
             *model_perms("invoicing", "customerdunningoverride", "add change delete"),
             "invoicing.export_receivable",  # customer statements to send, aging to chase
+            # The ledger, read only: every invoice it finalizes and payment it records posts an entry, and
+            # "did it post, and where" is its question to answer. Closing, recognition runs and revenue
+            # downloads stay with the accountants.
+            "revrec.view_*",
         ),
         denies=("contracts.publish_planversion", "contracts.archive_planversion", "api.*"),
     ),
     Role(
         name=REVENUE_ACCOUNTANT,
-        description="Reads everything in the domain apps; downloads the receivables reports.",
-        grants=(*(f"{app}.view_*" for app in DOMAIN_APPS), "invoicing.export_receivable"),
+        description=(
+            "Reads everything in the domain apps; downloads the receivables and revenue reports; keeps the "
+            "chart of accounts, standalone selling prices and revenue rules; records deliveries and contract "
+            "modifications, runs revenue recognition and closes accounting periods."
+        ),
+        grants=(
+            *(f"{app}.view_*" for app in DOMAIN_APPS),
+            "invoicing.export_receivable",
+            *REVENUE_ACCOUNTANT_REVREC,
+        ),
     ),
     Role(
         name=AUDITOR,

@@ -47,8 +47,21 @@ def test_role_permissions():
     assert not {p for p in operator if p.startswith("api.")}
     assert not {"contracts.publish_planversion", "contracts.archive_planversion", "contracts.change_plan",
                 "contracts.change_planversion", "contracts.add_plan", "usage.change_meter"} & operator
-    # Reads everything; the one thing beyond reading: downloading the receivables reports.
-    assert all(p.split(".")[1].startswith("view_") for p in accountant - {"invoicing.export_receivable"})
+    # Reads everything; beyond reading: downloading the receivables reports, and keeping the revenue books
+    # (chart, SSPs, revenue rules, deliveries, modifications, recognition runs, period closes) -- nothing else.
+    revenue_books = {"revrec.add_account", "revrec.change_account", "revrec.add_standalonesellingprice",
+                     "revrec.change_standalonesellingprice", "revrec.add_productrevenuerule",
+                     "revrec.change_productrevenuerule", "revrec.add_contractmodification",
+                     "revrec.change_contractmodification", "revrec.change_performanceobligation",
+                     "revrec.close_accountingperiod", "revrec.run_recognition"}
+    assert revenue_books <= accountant
+    beyond_reading = {"invoicing.export_receivable"} | revenue_books
+    assert all(p.split(".")[1].startswith("view_") for p in accountant - beyond_reading)
+    assert not {p for p in accountant if p.startswith("revrec.delete_")}
+    # Operators read the ledger (what their invoices and payments posted) and do nothing else there.
+    assert {"revrec.view_journalentry", "revrec.view_accountingperiod"} <= operator
+    assert all(p.split(".")[1].startswith("view_") for p in operator if p.startswith("revrec."))
+    assert "revrec.close_accountingperiod" not in auditor and "revrec.run_recognition" not in auditor
     assert "invoicing.export_receivable" in accountant and "invoicing.export_receivable" not in auditor
     assert {"customers.view_customer", "contracts.view_subscription", "usage.view_meter"} <= accountant
     assert all(p.split(".")[1].startswith("view_") for p in auditor)
