@@ -34,6 +34,7 @@ from djmoney.money import Money
 
 from billing.actors import Actor
 from billing.demo_receivables import ReceivablesStory
+from billing.demo_revenue import RevenueStory
 from contracts.models import (
     Charge,
     Contract,
@@ -67,6 +68,7 @@ from invoicing.models import (
 from invoicing.services import credits
 from invoicing.services.cycle import run_cycle_close_inline
 from invoicing.services.documents import finalize_due_drafts
+from revrec.models import AccountingPeriod, JournalEntry, PerformanceObligation
 from usage import services as meter_services
 from usage.ingestion import ACCEPTED, ingest_events
 from usage.models import Meter, UsageEvent
@@ -147,6 +149,9 @@ def load_demo_data(*, now: datetime | None = None) -> DemoSummary:
             "unmatched bank lines": BankStatementLine.objects.filter(status="unmatched").count(),
             "credit notes": CreditNote.objects.count(),
             "dunning actions": DunningAction.objects.count(),
+            "performance obligations": PerformanceObligation.objects.count(),
+            "journal entries": JournalEntry.objects.count(),
+            "closed accounting periods": AccountingPeriod.objects.filter(status="closed").count(),
         },
         subscription_statuses=dict(Counter(Subscription.objects.values_list("status", flat=True))),
     )
@@ -316,6 +321,8 @@ class _DemoBuilder:
         self.invoicing()
         self.receivables = ReceivablesStory(self)
         self.receivables.plan(self.close_moments())
+        self.revenue = RevenueStory(self)
+        self.revenue.plan(self.close_moments())
         self.run_clock()
         self.todays_statement = self.receivables.current_statement_csv()
 
