@@ -34,7 +34,7 @@ MAX_MONTHS = 120  # ten years of monthly columns is the most a page shows
 
 
 def reports() -> dict[str, ReportSpec]:
-    from revrec.selectors.reports import REPORTS  # written alongside; imported when used
+    from revrec.selectors.reports import REPORTS  # imported when used (tests stand in for it)
 
     return REPORTS
 

@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Min, Q, QuerySet
 
 from billing.actors import Actor
 from customers.models import BillingEntity
@@ -126,14 +126,38 @@ def recognize_through(
     result = RecognitionResult(through=day)
     entities = [entity] if entity is not None else list(BillingEntity.objects.order_by("pk"))
     for billing_entity in entities:
-        with transaction.atomic():
-            lock_entity_revenue(billing_entity.pk)
-            rows = recognizable(day, billing_entity.pk).order_by("revenue_contract__currency", "id")
-            if use_bulk_sql():
-                _recognize_bulk(billing_entity, day, rows, actor=actor, now=now, result=result)
-            else:
-                _recognize_orm(billing_entity, day, rows, actor=actor, now=now, result=result)
+        # A run that catches up over a month end recognises each month's revenue in that month (through its
+        # last day), then the rest: revenue lands in the period it was earned, not the one the run fell in.
+        for through in [*month_ends_pending(day, billing_entity.pk), day]:
+            with transaction.atomic():
+                lock_entity_revenue(billing_entity.pk)
+                rows = recognizable(through, billing_entity.pk).order_by("revenue_contract__currency", "id")
+                if use_bulk_sql():
+                    _recognize_bulk(billing_entity, through, rows, actor=actor, now=now, result=result)
+                else:
+                    _recognize_orm(billing_entity, through, rows, actor=actor, now=now, result=result)
     return result
+
+
+def month_ends_pending(day: date, entity_id: int) -> list[date]:
+    """The last days of the months before `day`'s month in which some obligation still has revenue to
+    recognise (the earliest unrecognised day of any of them, through the month before `day`'s)."""
+    pending = recognizable(day, entity_id).aggregate(
+        through=Min("recognized_through", filter=Q(pattern=Pattern.RATABLE)),
+        unstarted=Min("service_start", filter=Q(pattern=Pattern.RATABLE, recognized_through__isnull=True)),
+        delivered=Min("satisfied_on", filter=Q(pattern=Pattern.POINT_IN_TIME)),
+    )
+    starts = [d for d in (pending["unstarted"], pending["delivered"]) if d is not None]
+    if pending["through"] is not None:
+        starts.append(pending["through"] + timedelta(days=1))
+    if not starts:
+        return []
+    month = min(starts).replace(day=1)
+    ends = []
+    while (following := (month.replace(day=28) + timedelta(days=4)).replace(day=1)) <= day.replace(day=1):
+        ends.append(following - timedelta(days=1))
+        month = following
+    return ends
 
 
 def run_recognition(day: date, *, actor: Actor, now: datetime, entity: BillingEntity | None = None) -> RecognitionRun:
