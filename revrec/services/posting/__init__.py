@@ -28,6 +28,7 @@ from revrec.services.posting.payments import (
     post_refund,
     post_refund_failure,
 )
+from revrec.services.posting.subscription_changes import record_subscription_change, unrecorded_changes
 from revrec.services.posting.voids import post_invoice_void
 from revrec.services.posting.write_offs import post_write_off
 
@@ -99,6 +100,14 @@ def post_pending(*, now: datetime, actor: Actor, entity: BillingEntity | None = 
                 continue
             summary.posted[kind] = summary.posted.get(kind, 0) + 1
             summary.entries += entry is not None
+    # Not postings: the subscription changes the cycle billed, recorded as contract modifications.
+    for change in unrecorded_changes(entity_id).select_related("subscription").order_by("pk"):
+        try:
+            if record_subscription_change(change, actor=actor, now=now) is not None:
+                summary.posted["subscription_change"] = summary.posted.get("subscription_change", 0) + 1
+        except Exception as error:
+            logger.exception("Recording subscription change %s failed", change.pk)
+            summary.failures.append((f"subscription_change:{change.pk}", f"{type(error).__name__}: {error}"))
     return summary
 
 
