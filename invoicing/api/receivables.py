@@ -22,6 +22,7 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.response import Response
 
 from billing.api.fields import CurrencyCodeField, MoneyField
+from billing.api.query import StrictQuery
 from billing.api.views import CODE_REGEX, BaseAPIView
 from contracts.selectors import customer_today
 from customers.models import BillingEntity, Customer
@@ -58,22 +59,7 @@ def _money(amount: Any, currency: str) -> Money:
 # --- query parameters ---------------------------------------------------------------------------------------
 
 
-class _Query(serializers.Serializer):
-    """Query parameters, strictly: each known, given once."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        errors: dict[str, list[str]] = {}
-        for key in data:
-            if key not in self.fields:
-                errors[str(key)[:50]] = ["Unknown parameter."]
-            elif len(data.getlist(key)) > 1:
-                errors[key] = ["Give this parameter once."]
-        if errors:
-            raise serializers.ValidationError(errors)
-        return super().to_internal_value({key: data.get(key) for key in data})
-
-
-class AgingQuerySerializer(_Query):
+class AgingQuerySerializer(StrictQuery):
     as_of = serializers.DateField(required=False, help_text="End of this day (default: today, UTC).")
     billing_entity = serializers.CharField(max_length=50, required=False, help_text="A billing entity's code.")
     currency = CurrencyCodeField(required=False)
@@ -84,19 +70,19 @@ class AgingQuerySerializer(_Query):
     format = serializers.ChoiceField(choices=["json", "csv"], required=False, default="json")
 
 
-class DSOQuerySerializer(_Query):
+class DSOQuerySerializer(StrictQuery):
     billing_entity = serializers.CharField(max_length=50, help_text="A billing entity's code.")
     currency = CurrencyCodeField(required=False, help_text="Default: the entity's currency.")
     as_of = serializers.DateField(required=False, help_text="Default: today in the entity's timezone.")
     days = serializers.IntegerField(required=False, default=90, min_value=1, max_value=MAX_DSO_DAYS)
 
 
-class BalanceQuerySerializer(_Query):
+class BalanceQuerySerializer(StrictQuery):
     currency = CurrencyCodeField(required=False, help_text="Default: the customer's currency.")
     as_of = serializers.DateField(required=False, help_text="Default: today in the customer's timezone.")
 
 
-class StatementQuerySerializer(_Query):
+class StatementQuerySerializer(StrictQuery):
     currency = CurrencyCodeField(required=False, help_text="Default: the customer's currency.")
     start = serializers.DateField(required=False, help_text="Default: the first day of the end's month.")
     end = serializers.DateField(required=False, help_text="Default: today in the customer's timezone.")
@@ -269,7 +255,7 @@ class _ReportView(BaseAPIView):
     filter_backends: list = []
     content_negotiation_class = FormatParameterNegotiation
     renderer_classes = [renderers.JSONRenderer]
-    query_serializer: type[_Query]
+    query_serializer: type[StrictQuery]
 
     def get_serializer_class(self) -> type:
         return self.query_serializer

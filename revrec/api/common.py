@@ -14,21 +14,6 @@ from customers.models import BillingEntity
 ID_REGEX = r"\d+"
 
 
-class StrictQuery(serializers.Serializer):
-    """Query parameters checked like a body: each one known and given once."""
-
-    def to_internal_value(self, data: Any) -> Any:
-        errors: dict[str, list[str]] = {}
-        for key in data:
-            if key not in self.fields:
-                errors[str(key)[:50]] = ["Unknown parameter."]
-            elif len(data.getlist(key)) > 1:
-                errors[key] = ["Give this parameter once."]
-        if errors:
-            raise serializers.ValidationError(errors)
-        return super().to_internal_value({key: data.get(key) for key in data})
-
-
 def entity_by_code(code: str, field: str = "entity") -> BillingEntity:
     entity = BillingEntity.objects.filter(code=code).first()
     if entity is None:

@@ -19,9 +19,10 @@ from rest_framework import renderers, serializers
 from rest_framework.response import Response
 
 from billing.api.fields import CurrencyCodeField, format_amount
+from billing.api.query import StrictQuery
 from billing.api.views import BaseAPIView
 from invoicing.api.receivables import FormatParameterNegotiation
-from revrec.api.common import StrictQuery, csv_download, entity_by_code
+from revrec.api.common import csv_download, entity_by_code
 from revrec.exports import report_csv, report_filename
 from revrec.selectors.report_types import Report, ReportParams
 from revrec.selectors.reports import REPORTS, run_report
