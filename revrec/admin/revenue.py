@@ -26,6 +26,7 @@ from billing.errors import BillingError
 from customers.admin import action_with_form, error_text
 from customers.models import BillingEntity
 from revrec.admin.common import DELIVER, RUN_RECOGNITION, amount, page
+from revrec.admin.modifications import ModificationAdminMixin
 from revrec.models import (
     ContractModification,
     ObligationAdjustment,
@@ -124,7 +125,7 @@ class ModificationInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(RevenueContract)
-class RevenueContractAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class RevenueContractAdmin(ModificationAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("reference", "customer", "billing_entity", "currency", "price_text", "billed_text",
                     "recognised_text", "deferred_text", "asset_text", "created_at")
     list_filter = ("billing_entity", "currency")

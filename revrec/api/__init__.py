@@ -3,9 +3,9 @@ entries, a period's journal export and its close), revenue contracts and recogni
 
 from typing import Any
 
-from . import ledger, reports, revenue
+from . import ledger, modifications, reports, revenue
 
-AREAS = (reports, ledger, revenue)
+AREAS = (reports, ledger, revenue, modifications)
 
 urlpatterns = [pattern for area in AREAS for pattern in getattr(area, "urlpatterns", [])]
 
