@@ -7,32 +7,25 @@ the lines credited with their service periods, the tax given back per rate, the 
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from io import BytesIO
 from typing import Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
-from reportlab.platypus import BaseDocTemplate, Flowable, Frame, PageTemplate, Paragraph, Spacer, Table, TableStyle
+from reportlab.platypus import Flowable, Paragraph, Spacer, Table, TableStyle
 
 from invoicing.models import CreditNote, CreditNoteLine
 from invoicing.pdf import (
-    BOTTOM_MARGIN,
     CELL_PADDING,
     CONTENT_WIDTH,
     EN_DASH,
     HEADER_FILL,
     INK,
-    MARGIN,
-    PAGE_HEIGHT,
     RULE,
     STYLES,
     _breakdown,
     _cell,
     _money_or_raw,
-    _page_decorator,
-    _PageCountCanvas,
     _party,
     _party_block,
     _text,
@@ -41,6 +34,7 @@ from invoicing.pdf import (
     format_number,
     format_percent,
     format_period,
+    render_a4,
 )
 
 
@@ -202,29 +196,16 @@ def render_credit_note_pdf(note: CreditNote, *, compress: bool = True) -> bytes:
     lines = list(note.lines.select_related("invoice_line").order_by("position", "id"))
     seller, buyer = _party(note.seller or {}), _party(note.buyer or {})
     title = f"Credit note {note.number}"
-    buffer = BytesIO()
-    doc = BaseDocTemplate(
-        buffer, pagesize=A4, title=title, author=str(seller["legal_name"] or seller["name"]),
-        subject=f"{title} to {buyer['name']}", creator="Accrual", invariant=1, pageCompression=1 if compress else 0,
-    )
-    frame = Frame(
-        MARGIN, BOTTOM_MARGIN, CONTENT_WIDTH, PAGE_HEIGHT - MARGIN - BOTTOM_MARGIN,
-        leftPadding=0, rightPadding=0, topPadding=0, bottomPadding=0, id="content",
-    )
-    footer = f"{seller['name']} · {title}"
-    doc.addPageTemplates([PageTemplate(id="credit_note", frames=[frame], onPage=_page_decorator(footer, None))])
-    doc.build(
-        [
-            _header(note, seller, buyer, currency),
-            Spacer(1, 8 * mm),
-            _lines_table(lines, currency),
-            Spacer(1, 4 * mm),
-            _totals_table(note, currency),
-            *_closing(note),
-        ],
-        canvasmaker=_PageCountCanvas,
-    )
-    return buffer.getvalue()
+    story = [
+        _header(note, seller, buyer, currency),
+        Spacer(1, 8 * mm),
+        _lines_table(lines, currency),
+        Spacer(1, 4 * mm),
+        _totals_table(note, currency),
+        *_closing(note),
+    ]
+    return render_a4(story, title=title, seller=seller, buyer=buyer, watermark=None, template_id="credit_note",
+                     compress=compress)
 
 
 def credit_note_pdf_name(note: CreditNote) -> str:

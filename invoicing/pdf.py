@@ -553,6 +553,22 @@ def render_invoice_pdf(
     title = _document_title(invoice)
     watermark = {Invoice.Status.DRAFT: "DRAFT", Invoice.Status.VOID: "VOID"}.get(invoice.status)
 
+    story = [
+        _header(invoice, seller, buyer, currency),
+        Spacer(1, 8 * mm),
+        _lines_table(lines, currency),
+        Spacer(1, 4 * mm),
+        _totals_table(invoice, currency),
+        *_closing(invoice, currency),
+    ]
+    return render_a4(story, title=title, seller=seller, buyer=buyer, watermark=watermark, template_id="invoice",
+                     compress=compress)
+
+
+def render_a4(story: list[Any], *, title: str, seller: dict[str, Any], buyer: dict[str, Any],
+              watermark: str | None, template_id: str, compress: bool) -> bytes:
+    """An A4 document of the seller to the buyer: its metadata, one content frame, the footer (and watermark)
+    on every page and "page N of M". Invariant output: the same story gives the same bytes."""
     buffer = BytesIO()
     doc = BaseDocTemplate(
         buffer,
@@ -570,18 +586,8 @@ def render_invoice_pdf(
         leftPadding=0, rightPadding=0, topPadding=0, bottomPadding=0, id="content",
     )
     footer = f"{seller['name']} · {title}"
-    doc.addPageTemplates([PageTemplate(id="invoice", frames=[frame], onPage=_page_decorator(footer, watermark))])
-    doc.build(
-        [
-            _header(invoice, seller, buyer, currency),
-            Spacer(1, 8 * mm),
-            _lines_table(lines, currency),
-            Spacer(1, 4 * mm),
-            _totals_table(invoice, currency),
-            *_closing(invoice, currency),
-        ],
-        canvasmaker=_PageCountCanvas,
-    )
+    doc.addPageTemplates([PageTemplate(id=template_id, frames=[frame], onPage=_page_decorator(footer, watermark))])
+    doc.build(story, canvasmaker=_PageCountCanvas)
     return buffer.getvalue()
 
 
