@@ -122,6 +122,7 @@ class StripeGateway:
             secret_key=getattr(settings, "STRIPE_SECRET_KEY", "") or "",
             webhook_secret=getattr(settings, "STRIPE_WEBHOOK_SECRET", "") or "",
             api_base=getattr(settings, "STRIPE_API_BASE", None) or None,
+            # A network timeout in seconds, not money: the HTTP client takes a float.
             timeout=float(getattr(settings, "STRIPE_TIMEOUT", 30.0)),
             webhook_tolerance=int(getattr(settings, "STRIPE_WEBHOOK_TOLERANCE", 300)),
         )

@@ -236,6 +236,13 @@ def charge_invoice(invoice: Invoice | int, *, actor: Actor, now: datetime, attem
     return apply_charge_result(payment, result, actor=actor, now=now)
 
 
+def _state_time(answered_at: datetime | None, applied_at: datetime | None, now: datetime) -> datetime:
+    """The gateway state's time only moves forward: an answer older than an event already applied does not
+    rewind it."""
+    when = answered_at or now
+    return max(when, applied_at) if applied_at else when
+
+
 def apply_charge_result(payment: Payment | int, result: ChargeResult, *, actor: Actor, now: datetime) -> Payment:
     """Record what the gateway answered about a charge (also used for webhook events)."""
     with transaction.atomic():
@@ -245,10 +252,7 @@ def apply_charge_result(payment: Payment | int, result: ChargeResult, *, actor: 
         if result.reference and not payment.gateway_reference:
             payment.gateway_reference = result.reference
             payment.save(update_fields=["gateway_reference", "updated_at"])
-        # The state time only moves forward: an answer older than an event already applied does not rewind it.
-        when = result.gateway_time or now
-        if payment.gateway_updated_at and when < payment.gateway_updated_at:
-            when = payment.gateway_updated_at
+        when = _state_time(result.gateway_time, payment.gateway_updated_at, now)
         if result.status == SUCCEEDED:
             return mark_payment_succeeded(payment, actor=actor, now=now, gateway_time=when)
         if result.status == FAILED:
@@ -301,9 +305,7 @@ def apply_refund_result(refund: Refund | int, result: RefundResult, *, actor: Ac
         if result.reference and not refund.gateway_reference:
             refund.gateway_reference = result.reference
             refund.save(update_fields=["gateway_reference", "updated_at"])
-        when = result.gateway_time or now
-        if refund.gateway_updated_at and when < refund.gateway_updated_at:
-            when = refund.gateway_updated_at
+        when = _state_time(result.gateway_time, refund.gateway_updated_at, now)
         if result.status == SUCCEEDED:
             return mark_refund_succeeded(refund, actor=actor, now=now, gateway_reference=result.reference,
                                          gateway_time=when)
