@@ -27,7 +27,8 @@ def line_net(line: InvoiceLine) -> Decimal:
 
 
 def revenue_lines(invoice: Invoice) -> list[InvoiceLine]:
-    return [line for line in invoice.lines.all() if line.kind not in PREPAYMENT_LINES]
+    lines = invoice.lines.select_related("subscription__contract").order_by("position", "pk")
+    return [line for line in lines if line.kind not in PREPAYMENT_LINES]
 
 
 def revenue_contract_for(invoice: Invoice, line: InvoiceLine, *, now: datetime) -> RevenueContract:
@@ -50,7 +51,8 @@ def revenue_contract_for(invoice: Invoice, line: InvoiceLine, *, now: datetime) 
             defaults={
                 "billing_entity_id": invoice.billing_entity_id,
                 "customer_id": invoice.customer_id,
-                "reference": f"RC-{invoice.number}",
+                # "/" never appears in a contract reference (code_validator), so the two kinds never collide.
+                "reference": f"RC-INV/{invoice.number}",
                 "currency": invoice.currency,
                 "created_at": now,
             },
@@ -58,14 +60,29 @@ def revenue_contract_for(invoice: Invoice, line: InvoiceLine, *, now: datetime) 
     return RevenueContract.objects.select_for_update().get(pk=contract.pk)
 
 
-def find_ssp(product_id: int | None, currency: str, on: date) -> StandaloneSellingPrice | None:
-    if product_id is None:
-        return None
-    return (
-        StandaloneSellingPrice.objects.filter(product_id=product_id, currency=currency, effective_from__lte=on)
-        .order_by("-effective_from")
-        .first()
-    )
+@dataclass
+class PriceBook:
+    """The SSP rows and revenue rules of an invoice's products, loaded once for all its lines."""
+
+    ssps: dict[int, list[StandaloneSellingPrice]]  # per product, latest effective date first
+    on_delivery: set[int]  # products whose one-time items are recognised when delivered
+
+    @classmethod
+    def for_lines(cls, lines: list[InvoiceLine], currency: str) -> "PriceBook":
+        products = {line.product_id for line in lines if line.product_id is not None}
+        ssps: dict[int, list[StandaloneSellingPrice]] = defaultdict(list)
+        for row in StandaloneSellingPrice.objects.filter(product_id__in=products, currency=currency).order_by(
+            "product_id", "-effective_from"
+        ):
+            ssps[row.product_id].append(row)
+        on_delivery = set(ProductRevenueRule.objects.filter(
+            product_id__in=products, one_time=ProductRevenueRule.OneTime.ON_DELIVERY
+        ).values_list("product_id", flat=True))
+        return cls(ssps, on_delivery)
+
+    def ssp(self, product_id: int | None, on: date) -> StandaloneSellingPrice | None:
+        """The product's SSP in effect on `on`."""
+        return next((row for row in self.ssps.get(product_id or 0, []) if row.effective_from <= on), None)
 
 
 @dataclass
@@ -74,7 +91,7 @@ class Identified:
     price: ObligationPrice
 
 
-def identify(invoice: Invoice, line: InvoiceLine, contract: RevenueContract, *, billed_on: date,
+def identify(invoice: Invoice, line: InvoiceLine, contract: RevenueContract, *, book: PriceBook, billed_on: date,
              now: datetime) -> Identified:
     """Step 2 for one line: what it promises, how it is recognised, and its SSP."""
     net = line_net(line)
@@ -100,8 +117,7 @@ def identify(invoice: Invoice, line: InvoiceLine, contract: RevenueContract, *, 
         obligation.service_start, obligation.service_end = line.period_start, line.period_end
     else:
         obligation.kind, obligation.pattern = Kind.ONE_TIME, Pattern.POINT_IN_TIME
-        rule = ProductRevenueRule.objects.filter(product_id=product_id).first() if product_id else None
-        if rule is not None and rule.one_time == ProductRevenueRule.OneTime.ON_DELIVERY:
+        if product_id in book.on_delivery:
             obligation.status = PerformanceObligation.Status.AWAITING_DELIVERY
         else:
             obligation.satisfied_on = invoice.issue_date
@@ -109,7 +125,7 @@ def identify(invoice: Invoice, line: InvoiceLine, contract: RevenueContract, *, 
         # A credit for unused time or a refund of a fee belongs to the time it credits: it keeps its amount.
         obligation.ssp, obligation.ssp_source = net, "credit line (kept as billed)"
         return Identified(obligation, ObligationPrice(ssp=net, list_amount=net, variable=net))
-    row = find_ssp(product_id, invoice.currency, line.period_start or invoice.issue_date)
+    row = book.ssp(product_id, line.period_start or invoice.issue_date)
     if row is None:
         obligation.ssp, obligation.ssp_source = line.amount, "list price"
         return Identified(obligation, ObligationPrice(ssp=line.amount, list_amount=net))
@@ -126,13 +142,17 @@ def create_obligations(
 ) -> dict[RevenueContract, list[PerformanceObligation]]:
     """Steps 1-4 for a finalized invoice: the obligations of its revenue lines per revenue contract, each
     group's transaction price (its lines net of discounts, before tax) allocated by relative SSP."""
-    groups: dict[int, tuple[RevenueContract, list[Identified]]] = {}
-    for line in revenue_lines(invoice):
-        contract = revenue_contract_for(invoice, line, now=now)
-        # One instance per contract: the posting moves its running totals line after line.
-        contract = groups[contract.pk][0] if contract.pk in groups else contract
-        identified = identify(invoice, line, contract, billed_on=billed_on, now=now)
-        groups.setdefault(contract.pk, (contract, []))[1].append(identified)
+    groups: dict[int | None, tuple[RevenueContract, list[Identified]]] = {}
+    lines = revenue_lines(invoice)
+    book = PriceBook.for_lines(lines, str(invoice.currency))
+    for line in lines:
+        # One contract object per customer contract (None: the invoice's own), fetched and locked once: the
+        # posting moves its running totals line after line.
+        key = line.subscription.contract_id if line.subscription_id else None
+        if key not in groups:
+            groups[key] = (revenue_contract_for(invoice, line, now=now), [])
+        contract = groups[key][0]
+        groups[key][1].append(identify(invoice, line, contract, book=book, billed_on=billed_on, now=now))
     result: dict[RevenueContract, list[PerformanceObligation]] = defaultdict(list)
     for contract, identified in groups.values():
         price = sum((item.obligation.billed_amount for item in identified), ZERO)

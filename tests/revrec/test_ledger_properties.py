@@ -262,11 +262,7 @@ def play(world: World, ops: list[tuple], note: Callable[[str], None] = lambda _:
     check_lifetime(world)
 
 
-# create_obligations gives each line of a contract its own RevenueContract object (revenue_contract_for fetches
-# it again per line), and post_invoice's earned-at-posting entry moves the object of the group's first earned
-# obligation while the group key holds the billing: a multi-line invoice whose earned line is not the first of
-# its contract books a contract asset next to deferred revenue and saves `recognized` as 0. Fix in the H5 report
-# (revrec/services/obligations.py); with it every test here passes (80 examples tried).
+# A regression found by the property test: every line of one contract must move the same contract object.
 
 def test_a_line_earned_at_posting_after_another_line_moves_the_same_contract(actor) -> None:
     """Issued 10 January: a year from 10 January (nothing earned yet) and a 500.00 set-up delivered that day.
